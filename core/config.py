@@ -1,0 +1,137 @@
+"""The one settings object, read from the environment (and an optional `.env`).
+
+Conventional variables keep their usual names; ours share the `OPEN_INSPECT_` prefix.
+Lists are comma-separated strings, never JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _ours(name: str) -> AliasChoices:
+    return AliasChoices(f"OPEN_INSPECT_{name}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, validate_default=True
+    )
+
+    # --- conventional names ---
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    redis_url: str | None = Field(None, validation_alias="REDIS_URL")
+    slack_bot_token: str | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
+    slack_app_token: str | None = Field(None, validation_alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
+    github_api_url: str = Field("https://api.github.com", validation_alias="GITHUB_API_URL")
+    github_web_url: str = Field("https://github.com", validation_alias="GITHUB_WEB_URL")
+    github_app_id: str | None = Field(None, validation_alias="GITHUB_APP_ID")
+    github_app_private_key: str | None = Field(None, validation_alias="GITHUB_APP_PRIVATE_KEY")
+    github_app_private_key_path: Path | None = Field(
+        None, validation_alias="GITHUB_APP_PRIVATE_KEY_PATH"
+    )
+    github_app_installation_id: str | None = Field(
+        None, validation_alias="GITHUB_APP_INSTALLATION_ID"
+    )
+    github_client_id: str | None = Field(None, validation_alias="GITHUB_CLIENT_ID")
+    github_client_secret: str | None = Field(None, validation_alias="GITHUB_CLIENT_SECRET")
+    anthropic_api_key: str | None = Field(None, validation_alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(None, validation_alias="ANTHROPIC_BASE_URL")
+    openai_api_key: str | None = Field(None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    setup_timeout_seconds: float = Field(300, gt=0, validation_alias="SETUP_TIMEOUT_SECONDS")
+
+    # --- ours ---
+    data_dir: Path = Field(Path(".open-inspect"), validation_alias=_ours("DATA_DIR"))
+    http_host: str = Field("127.0.0.1", validation_alias=_ours("HTTP_HOST"))
+    http_port: int = Field(8080, ge=0, le=65535, validation_alias=_ours("HTTP_PORT"))
+    public_url: str | None = Field(None, validation_alias=_ours("PUBLIC_URL"))
+    model: str | None = Field(None, validation_alias=_ours("MODEL"))
+    agent: Literal["builtin", "opencode"] = Field("builtin", validation_alias=_ours("AGENT"))
+    sandbox_provider: Literal["local", "kubernetes"] = Field(
+        "local", validation_alias=_ours("SANDBOX_PROVIDER")
+    )
+    repositories: CommaList = Field(default_factory=list, validation_alias=_ours("REPOSITORIES"))
+    secrets_key: str | None = Field(None, validation_alias=_ours("SECRETS_KEY"))
+    secrets_old_keys: CommaList = Field(
+        default_factory=list, validation_alias=_ours("SECRETS_OLD_KEYS")
+    )
+    link_secret: str | None = Field(None, validation_alias=_ours("LINK_SECRET"))
+    noreply_domain: str = Field("users.noreply.open-inspect.local", validation_alias=_ours("NOREPLY_DOMAIN"))
+    admins: CommaList = Field(default_factory=list, validation_alias=_ours("ADMINS"))
+    allowed_users: CommaList = Field(default_factory=list, validation_alias=_ours("ALLOWED_USERS"))
+    allowed_channels: CommaList = Field(
+        default_factory=list, validation_alias=_ours("ALLOWED_CHANNELS")
+    )
+
+    # --- engine tuning (every timer configurable so tests run in seconds) ---
+    max_prompt_bytes: int = Field(64 * 1024, gt=0, validation_alias=_ours("MAX_PROMPT_BYTES"))
+    lease_ttl_seconds: float = Field(15.0, gt=0, validation_alias=_ours("LEASE_TTL_SECONDS"))
+    orphan_scan_seconds: float = Field(5.0, gt=0, validation_alias=_ours("ORPHAN_SCAN_SECONDS"))
+    database_pool_size: int = Field(10, ge=2, validation_alias=_ours("DATABASE_POOL_SIZE"))
+    redis_prefix: str = Field("open-inspect:", validation_alias=_ours("REDIS_PREFIX"))
+
+    @field_validator("repositories", "secrets_old_keys", "admins", "allowed_users",
+                     "allowed_channels", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("repositories")
+    @classmethod
+    def _check_repositories(cls, value: list[str]) -> list[str]:
+        for item in value:
+            name, sep, url = item.partition("=")
+            if not sep or name.count("/") != 1 or not url:
+                raise ValueError(
+                    f"{item!r} is not of the form owner/name=clone-url "
+                    "(e.g. acme/web=https://github.com/acme/web.git)"
+                )
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("anthropic:", "openai:")):
+            raise ValueError(f"{value!r} must be anthropic:<model> or openai:<model>")
+        return value
+
+    @model_validator(mode="after")
+    def _default_model(self) -> Settings:
+        if self.model is None:
+            if self.anthropic_api_key or self.anthropic_base_url:
+                self.model = "anthropic:claude-sonnet-4-5"
+            else:
+                self.model = "openai:gpt-4.1"
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """Embedded mode: no external database, so one engine per data dir."""
+        return self.database_url is None
+
+    @property
+    def repository_urls(self) -> dict[str, str]:
+        return dict(item.split("=", 1) for item in self.repositories)
+
+    def integrations(self) -> dict[str, bool]:
+        """Which external services are configured (shown by /healthz)."""
+        return {
+            "slack": bool(self.slack_bot_token and self.slack_app_token),
+            "github_app": bool(
+                self.github_app_id
+                and (self.github_app_private_key or self.github_app_private_key_path)
+            ),
+            "github_oauth": bool(self.github_client_id and self.github_client_secret),
+            "anthropic": bool(self.anthropic_api_key or self.anthropic_base_url),
+            "openai": bool(self.openai_api_key or self.openai_base_url),
+        }

@@ -1,0 +1,30 @@
+"""Domain errors. Each carries a message a person can act on; the edges (Slack, web, CLI)
+show that message as it is."""
+
+
+class OpenInspectError(Exception):
+    """Base of every error meant to be shown to a user."""
+
+
+class ConfigError(OpenInspectError):
+    """The configuration is missing or wrong."""
+
+
+class BadInput(OpenInspectError):
+    """A request was malformed: nothing was written."""
+
+
+class NotFound(OpenInspectError):
+    """The thing asked for does not exist."""
+
+
+class CryptoError(OpenInspectError):
+    """Decryption or signature verification failed (wrong key, tampering, expiry)."""
+
+
+class EngineBusy(OpenInspectError):
+    """Another engine already runs on this data dir."""
+
+
+class Fenced(OpenInspectError):
+    """This replica no longer owns the session: a newer owner's epoch is in the database."""
