@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     # --- engine tuning (every timer configurable so tests run in seconds) ---
     max_prompt_bytes: int = Field(64 * 1024, gt=0, validation_alias=_ours("MAX_PROMPT_BYTES"))
     lease_ttl_seconds: float = Field(15.0, gt=0, validation_alias=_ours("LEASE_TTL_SECONDS"))
+    actor_idle_seconds: float = Field(60.0, gt=0, validation_alias=_ours("ACTOR_IDLE_SECONDS"))
     orphan_scan_seconds: float = Field(5.0, gt=0, validation_alias=_ours("ORPHAN_SCAN_SECONDS"))
     database_pool_size: int = Field(10, ge=2, validation_alias=_ours("DATABASE_POOL_SIZE"))
     redis_prefix: str = Field("open-inspect:", validation_alias=_ours("REDIS_PREFIX"))

@@ -28,3 +28,7 @@ class EngineBusy(OpenInspectError):
 
 class Fenced(OpenInspectError):
     """This replica no longer owns the session: a newer owner's epoch is in the database."""
+
+
+class SandboxFailed(OpenInspectError):
+    """The sandbox could not finish a prompt (it died, timed out or refused)."""

@@ -1,0 +1,320 @@
+"""One live session: a task with a mailbox that owns the session's lease, runs its prompts one
+at a time, and is the only writer of its event log while it holds the lease."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from core.broker import Broker, Lease
+from core.config import Settings
+from core.errors import Fenced, SandboxFailed
+from core.eventlog import EventLog
+from core.models import Prompt
+from core.sandboxes import PromptRequest, Sandbox, SandboxProvider
+from core.store import prompts as prompt_store
+from core.store import sessions as session_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ActorContext:
+    """What every actor of one engine shares."""
+
+    pool: asyncpg.Pool
+    broker: Broker
+    settings: Settings
+    provider: SandboxProvider | None
+    replica: str
+
+
+def lease_name(session_id: str) -> str:
+    return f"session:{session_id}"
+
+
+async def _cancelled(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a helper task (if still running) and wait for it to end."""
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class _SteppedDown(Exception):
+    """The lease was lost: stop at once and write nothing more."""
+
+
+class SessionActor:
+    def __init__(
+        self, ctx: ActorContext, session_id: str, lease: Lease,
+        on_exit: Callable[[SessionActor], None],
+    ) -> None:
+        self.session_id = session_id
+        self._ctx = ctx
+        self._lease = lease
+        self._on_exit = on_exit
+        self._mailbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._log: EventLog | None = None
+        self._sandbox: Sandbox | None = None
+        self._state: str | None = None
+        self._running: Prompt | None = None
+        self._stop_reason: str | None = None
+        self._exiting = False
+        self._lease_lost = False
+        self._log_context = f"session {session_id}"
+        self.task = asyncio.create_task(self._main(), name=f"actor:{session_id}")
+
+    def tell(self, message: dict[str, Any]) -> None:
+        self._mailbox.put_nowait(message)
+
+    @property
+    def accepting(self) -> bool:
+        """False once the actor has decided to exit: new work must wait for a new actor."""
+        return not self.task.done() and not self._exiting
+
+    # ----- lifecycle -----------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        keeper = asyncio.create_task(self._keep_lease())
+        try:
+            epoch = await session_store.take_ownership(
+                self._ctx.pool, self.session_id, self._ctx.replica
+            )
+            self._log = EventLog(self._ctx.pool, self._ctx.broker, self.session_id, epoch)
+            self._log_context = f"session {self.session_id} epoch {epoch}"
+            log.info("%s: owned by replica %s", self._log_context, self._ctx.replica)
+            await self._recover()
+            await self._serve()
+        except (Fenced, _SteppedDown) as exc:
+            log.warning("session %s: stepped down: %s", self.session_id, exc)
+        except asyncio.CancelledError:
+            if self._lease_lost:
+                log.warning("session %s: stepped down: lease lost", self.session_id)
+            else:
+                await self._shutdown_running("the engine shut down")
+                raise
+        except Exception:
+            log.exception("session %s: actor crashed", self.session_id)
+        finally:
+            self._exiting = True
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            if self._sandbox is not None:
+                with contextlib.suppress(Exception):
+                    await self._sandbox.close()
+            if self._log is not None:
+                await self._log.close()
+            with contextlib.suppress(Exception):
+                await self._ctx.broker.release_lease(self._lease)
+            self._on_exit(self)
+
+    async def _keep_lease(self) -> None:
+        ttl = self._ctx.settings.lease_ttl_seconds
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                held = await self._ctx.broker.renew_lease(self._lease, ttl)
+            except Exception:  # noqa: BLE001 - a broker hiccup is retried until the lease lapses
+                log.exception("session %s: lease renewal failed", self.session_id)
+                continue
+            if not held:
+                self._lease_lost = True
+                self.task.cancel(msg="lease lost")
+                return
+
+    async def _recover(self) -> None:
+        """Prompts a previous owner left running cannot be resumed: say so, never drop them."""
+        info = await session_store.get(self._ctx.pool, self.session_id)
+        if info.last_seq == 0:
+            self._emit("session_created", {"repository": info.repository})
+        self._state = info.state
+        for prompt in await prompt_store.active(self._ctx.pool, self.session_id):
+            if prompt.state == "running":
+                reason = (
+                    "The engine running this prompt stopped before it finished; it was not "
+                    "retried. Send it again to retry."
+                )
+                await self._finish(prompt, "interrupted", reason)
+
+    async def _serve(self) -> None:
+        idle_timeout = self._ctx.settings.actor_idle_seconds
+        while True:
+            await self._announce_new_prompts()
+            prompt = await self._next_prompt()
+            if prompt is not None:
+                await self._run(prompt)
+                continue
+            await self._set_state("idle")
+            try:
+                message = await asyncio.wait_for(self._mailbox.get(), idle_timeout)
+            except TimeoutError:
+                if self._mailbox.empty():
+                    self._exiting = True
+                    return
+                continue
+            await self._handle(message)
+
+    # ----- messages --------------------------------------------------------------------------
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("kind")
+        if kind == "stop":
+            await self._stop(message.get("by") or "someone")
+        elif kind == "cancel":
+            await self._cancel(int(message["prompt_id"]), message.get("by") or "someone")
+        elif kind != "wake":
+            log.warning("session %s: unknown message %r ignored", self.session_id, message)
+
+    async def _stop(self, by: str) -> None:
+        for prompt in await prompt_store.active(self._ctx.pool, self.session_id):
+            if prompt.state == "queued":
+                await self._finish(prompt, "cancelled", f"cancelled: {by} stopped the session")
+        if self._running is not None and self._stop_reason is None:
+            self._stop_reason = f"stopped by {by}"
+            if self._sandbox is not None:
+                await self._sandbox.abort()
+
+    async def _cancel(self, prompt_id: int, by: str) -> None:
+        prompt = await prompt_store.get(self._ctx.pool, prompt_id)
+        if prompt is not None and prompt.session_id == self.session_id and prompt.state == "queued":
+            await self._finish(prompt, "cancelled", f"cancelled by {by}")
+
+    # ----- prompts ---------------------------------------------------------------------------
+
+    async def _announce_new_prompts(self) -> None:
+        """Log each newly queued prompt once, with its place in the queue."""
+        rows = await self._ctx.pool.fetch(
+            """SELECT * FROM prompts WHERE session_id = $1 AND state = 'queued'
+               AND NOT announced ORDER BY id""",
+            self.session_id,
+        )
+        for row in rows:
+            prompt = Prompt.from_row(row)
+            position = await prompt_store.position(self._ctx.pool, prompt)
+
+            async def mark(conn: asyncpg.Connection, prompt_id: int = prompt.id) -> None:
+                await prompt_store.mark_announced(conn, prompt_id)
+
+            self._emit(
+                "prompt_queued",
+                {"author": {"id": prompt.author.id, "name": prompt.author.name},
+                 "text": prompt.text, "position": position, "source_key": prompt.source_key},
+                prompt_id=prompt.id, mutate=mark,
+            )
+        if rows:
+            await self._flush()
+
+    async def _next_prompt(self) -> Prompt | None:
+        for prompt in await prompt_store.active(self._ctx.pool, self.session_id):
+            if prompt.state == "queued":
+                return prompt
+        return None
+
+    async def _run(self, prompt: Prompt) -> None:
+        self._running = prompt
+        self._stop_reason = None
+        await self._set_state("running")
+
+        async def start(conn: asyncpg.Connection) -> None:
+            await prompt_store.set_state(conn, prompt.id, "running")
+
+        self._emit("prompt_started", {"author": prompt.author.name}, prompt_id=prompt.id,
+                   mutate=start)
+        drive = asyncio.create_task(self._drive(prompt))
+        getter: asyncio.Task[dict[str, Any]] | None = None
+        try:
+            while not drive.done():
+                getter = asyncio.create_task(self._mailbox.get())
+                await asyncio.wait({drive, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    await self._handle(getter.result())
+                getter = await _cancelled(getter)
+            state, reason = drive.result()
+        finally:
+            await _cancelled(drive)
+            await _cancelled(getter)
+        await self._finish(prompt, state, reason)
+        self._running = None
+
+    async def _drive(self, prompt: Prompt) -> tuple[str, str | None]:
+        """Run the prompt in the sandbox; the outcome as (state, reason)."""
+        request = PromptRequest(prompt.id, prompt.text, prompt.author, prompt.context)
+        try:
+            sandbox = await self._ensure_sandbox()
+            async for event in sandbox.run(request):
+                self._emit(event.type, event.data, prompt_id=prompt.id)
+        except SandboxFailed as exc:
+            if self._stop_reason:
+                return "stopped", self._stop_reason
+            await self._drop_sandbox()
+            return "failed", str(exc)
+        if self._stop_reason:
+            return "stopped", self._stop_reason
+        return "done", None
+
+    async def _ensure_sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            if self._ctx.provider is None:
+                raise SandboxFailed("No sandbox provider is configured on this engine.")
+            await self._set_state("provisioning")
+            info = await session_store.get(self._ctx.pool, self.session_id)
+            self._sandbox = await self._ctx.provider.create(self.session_id, info.repository)
+        return self._sandbox
+
+    async def _drop_sandbox(self) -> None:
+        """A sandbox that failed is not trusted with the next prompt: it gets a new one."""
+        sandbox, self._sandbox = self._sandbox, None
+        if sandbox is not None:
+            with contextlib.suppress(Exception):
+                await sandbox.close()
+
+    async def _shutdown_running(self, why: str) -> None:
+        """On shutdown the running prompt is marked interrupted while we still own it."""
+        prompt = self._running
+        if prompt is None or self._log is None or self._log.fenced:
+            return
+        with contextlib.suppress(Exception):
+            if self._sandbox is not None:
+                await self._sandbox.abort()
+            await self._finish(prompt, "interrupted", f"Interrupted: {why}. Send it again to retry.")
+
+    async def _finish(self, prompt: Prompt, state: str, reason: str | None) -> None:
+        async def record(conn: asyncpg.Connection) -> None:
+            await prompt_store.set_state(conn, prompt.id, state, reason)
+
+        log.info("%s prompt %s: %s%s", self._log_context, prompt.id, state,
+                 f" ({reason})" if reason else "")
+        self._emit("prompt_finished", {"state": state, "reason": reason}, prompt_id=prompt.id,
+                   mutate=record)
+        await self._flush()
+
+    async def _set_state(self, state: str) -> None:
+        if state == self._state:
+            return
+        self._state = state
+
+        async def record(conn: asyncpg.Connection) -> None:
+            await session_store.set_state(conn, self.session_id, state)
+
+        self._emit("session_state", {"state": state}, mutate=record)
+        await self._flush()
+
+    # ----- the log ---------------------------------------------------------------------------
+
+    def _emit(self, type: str, data: dict[str, Any], **kwargs: Any) -> None:
+        assert self._log is not None
+        if self._log.fenced:
+            raise _SteppedDown("a newer owner holds this session")
+        self._log.append(type, data, **kwargs)
+
+    async def _flush(self) -> None:
+        assert self._log is not None
+        await self._log.flush()
+        if self._log.fenced:
+            raise _SteppedDown("a newer owner holds this session")

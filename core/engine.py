@@ -1,0 +1,233 @@
+"""The engine API that the bot, the CLI and the web page use.
+
+Work is stored first (so a crash loses nothing), then routed to the session's actor: on this
+replica when it holds the session's lease, forwarded to the replica that does otherwise, or
+started here when nobody does. A periodic scan adopts sessions whose owner died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from core.actors.session import ActorContext, SessionActor, lease_name
+from core.broker import Broker, Subscription
+from core.config import Settings
+from core.errors import BadInput, NotFound
+from core.eventlog import follow
+from core.models import Author, Event, Prompt, SessionInfo, Submitted
+from core.sandboxes import SandboxProvider
+from core.store import prompts as prompt_store
+from core.store import sessions as session_store
+
+log = logging.getLogger(__name__)
+
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/\-]{0,255}")
+_REPOSITORY = re.compile(r"[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+")
+_MAX_HOPS = 3
+
+
+def _check_key(what: str, value: str) -> None:
+    if not isinstance(value, str) or not _KEY.fullmatch(value):
+        raise BadInput(
+            f"The {what} {value!r} is malformed: use 1-256 letters, digits and _.:@/- "
+            "starting with a letter or digit."
+        )
+
+
+class Engine:
+    def __init__(
+        self, pool: asyncpg.Pool, broker: Broker, settings: Settings,
+        provider: SandboxProvider | None, replica: str | None = None,
+    ) -> None:
+        self.replica = replica or uuid.uuid4().hex[:12]
+        self.settings = settings
+        self._pool = pool
+        self._broker = broker
+        self._ctx = ActorContext(pool, broker, settings, provider, self.replica)
+        self._actors: dict[str, SessionActor] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inbox: Subscription | None = None
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._inbox = await self._broker.inbox(self.replica)
+        self._tasks = [
+            asyncio.create_task(self._read_inbox(), name="engine:inbox"),
+            asyncio.create_task(self._adopt_orphans_forever(), name="engine:orphans"),
+        ]
+        log.info("engine replica %s started", self.replica)
+
+    async def close(self) -> None:
+        """Stop every actor (a running prompt becomes interrupted) and release its lease."""
+        for task in self._tasks:
+            task.cancel()
+        actors = list(self._actors.values())
+        for actor in actors:
+            actor.task.cancel()
+        await asyncio.gather(*self._tasks, *(a.task for a in actors), return_exceptions=True)
+        if self._inbox is not None:
+            await self._inbox.close()
+        log.info("engine replica %s stopped", self.replica)
+
+    # ----- the API ---------------------------------------------------------------------------
+
+    async def submit_prompt(
+        self, source_key: str, thread_key: str, author: Author, text: str,
+        context: dict[str, Any] | None = None, repository: str | None = None,
+    ) -> Submitted:
+        """Queue a prompt durably and have the session's owner run it. Idempotent on
+        `source_key`: the same key again returns the first prompt and queues nothing."""
+        _check_key("source key", source_key)
+        _check_key("thread key", thread_key)
+        _check_key("author id", author.id)
+        if not author.name or not author.name.strip():
+            raise BadInput("The prompt has no author name.")
+        if repository is not None and not _REPOSITORY.fullmatch(repository):
+            raise BadInput(f"{repository!r} is not a repository name of the form owner/name.")
+        text = (text or "").strip()
+        if not text:
+            raise BadInput("The prompt is empty: say what you would like done.")
+        size, limit = len(text.encode()), self.settings.max_prompt_bytes
+        if size > limit:
+            raise BadInput(
+                f"The prompt is {size / 1024:.1f} KiB; the limit is {limit / 1024:.0f} KiB. "
+                "Put long material in a file in the repository and refer to it."
+            )
+        try:
+            json.dumps(context or {})
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"The prompt's context is not JSON: {exc}") from None
+
+        existing = await prompt_store.by_source_key(self._pool, source_key)
+        if existing is not None:
+            return await self._receipt(existing, created=False)
+        async with self._pool.acquire() as conn, conn.transaction():
+            session_id, _ = await session_store.find_or_create(conn, thread_key, repository, author)
+            await session_store.remember_user(conn, author)
+            await session_store.add_participant(conn, session_id, author.id)
+            prompt, created = await prompt_store.insert(
+                conn, session_id, source_key, author, text, context or {}
+            )
+        if created:
+            await self._deliver(session_id, {"kind": "wake"})
+        return await self._receipt(prompt, created)
+
+    async def stop(self, session_id: str, by: str) -> None:
+        """Stop the running prompt and cancel the queue; the session stays open."""
+        await self.session(session_id)
+        await self._deliver(session_id, {"kind": "stop", "by": by})
+
+    async def cancel_prompt(self, prompt_id: int, by: str) -> None:
+        """Cancel one queued prompt (a running one is stopped with `stop`)."""
+        prompt = await prompt_store.get(self._pool, prompt_id)
+        if prompt is None:
+            raise NotFound(f"There is no prompt {prompt_id}.")
+        if prompt.state != "queued":
+            raise BadInput(f"Prompt {prompt_id} is {prompt.state}, not queued: nothing to cancel.")
+        await self._deliver(prompt.session_id, {"kind": "cancel", "prompt_id": prompt_id,
+                                                "by": by})
+
+    async def session(self, session_id: str) -> SessionInfo:
+        _check_key("session id", session_id)
+        return await session_store.get(self._pool, session_id)
+
+    async def session_for_thread(self, thread_key: str) -> str | None:
+        _check_key("thread key", thread_key)
+        return await session_store.by_thread(self._pool, thread_key)
+
+    async def prompt(self, prompt_id: int) -> Prompt:
+        prompt = await prompt_store.get(self._pool, prompt_id)
+        if prompt is None:
+            raise NotFound(f"There is no prompt {prompt_id}.")
+        return prompt
+
+    async def subscribe(self, session_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+        """The session's events after `after_seq`, then live ones: no gap, no duplicate."""
+        await self.session(session_id)
+        async for event in follow(self._pool, self._broker, session_id, after_seq):
+            yield event
+
+    # ----- routing ---------------------------------------------------------------------------
+
+    async def _receipt(self, prompt: Prompt, created: bool) -> Submitted:
+        position = await prompt_store.position(self._pool, prompt)
+        return Submitted(prompt.session_id, prompt.id, created, position)
+
+    async def _deliver(self, session_id: str, message: dict[str, Any], hops: int = 0) -> None:
+        """Hand `message` to the session's actor, wherever it lives; start one if none does."""
+        for _ in range(5):
+            actor = self._actors.get(session_id)
+            if actor is not None:
+                if actor.accepting:
+                    actor.tell(message)
+                    return
+                await asyncio.gather(actor.task, return_exceptions=True)
+                continue
+            ttl = self.settings.lease_ttl_seconds
+            lease = await self._broker.acquire_lease(lease_name(session_id), self.replica, ttl)
+            if lease is not None:
+                self._start_actor(session_id, lease).tell(message)
+                return
+            holder = await self._broker.lease_holder(lease_name(session_id))
+            if holder is not None and holder.holder != self.replica:
+                if hops >= _MAX_HOPS:
+                    log.warning("session %s: message %r dropped after %d hops; the orphan scan "
+                                "will pick the session up", session_id, message, hops)
+                    return
+                payload = {"session_id": session_id, "message": message, "hops": hops + 1}
+                await self._broker.forward(holder.holder, json.dumps(payload).encode())
+                return
+        log.warning("session %s: could not route %r; the orphan scan will retry", session_id,
+                    message)
+
+    def _start_actor(self, session_id: str, lease: Any) -> SessionActor:
+        actor = SessionActor(self._ctx, session_id, lease, self._forget)
+        self._actors[session_id] = actor
+        return actor
+
+    def _forget(self, actor: SessionActor) -> None:
+        if self._actors.get(actor.session_id) is actor:
+            del self._actors[actor.session_id]
+
+    async def _read_inbox(self) -> None:
+        assert self._inbox is not None
+        async for raw in self._inbox:
+            try:
+                payload = json.loads(raw)
+                await self._deliver(payload["session_id"], payload["message"], payload["hops"])
+            except Exception:  # noqa: BLE001 - one bad message must not stop the inbox
+                log.exception("engine %s: bad forwarded message %r", self.replica, raw[:200])
+
+    async def _adopt_orphans_forever(self) -> None:
+        while True:
+            try:
+                await self.adopt_orphans()
+            except Exception:  # noqa: BLE001 - retried on the next scan
+                log.exception("engine %s: orphan scan failed", self.replica)
+            await asyncio.sleep(self.settings.orphan_scan_seconds)
+
+    async def adopt_orphans(self) -> list[str]:
+        """Take over sessions with queued or running prompts whose owner is gone."""
+        adopted = []
+        for session_id in await prompt_store.sessions_with_work(self._pool):
+            if session_id in self._actors:
+                continue
+            if await self._broker.lease_holder(lease_name(session_id)) is not None:
+                continue
+            lease = await self._broker.acquire_lease(
+                lease_name(session_id), self.replica, self.settings.lease_ttl_seconds
+            )
+            if lease is not None:
+                log.info("session %s: adopted by replica %s", session_id, self.replica)
+                self._start_actor(session_id, lease).tell({"kind": "wake"})
+                adopted.append(session_id)
+        return adopted

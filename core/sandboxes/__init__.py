@@ -1,0 +1,46 @@
+"""The seam between a session and the place its agent runs.
+
+A provider makes sandboxes (a local isolated process, a Kubernetes pod); a sandbox runs one
+prompt at a time and streams what the agent does as `AgentEvent`s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from core.models import Author
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    prompt_id: int
+    text: str
+    author: Author
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    """One thing the agent did: `type` names it (text_delta, tool_call, …), `data` says what."""
+
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Sandbox(Protocol):
+    def run(self, request: PromptRequest) -> AsyncIterator[AgentEvent]:
+        """Stream the prompt's events; ends when the prompt is complete. Raises
+        `core.errors.SandboxFailed` when the sandbox cannot finish it."""
+        ...
+
+    async def abort(self) -> None:
+        """Stop the running prompt (and everything it started) as fast as possible."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class SandboxProvider(Protocol):
+    async def create(self, session_id: str, repository: str | None) -> Sandbox: ...

@@ -1,0 +1,95 @@
+"""Sessions, the thread↔session map, participants and ownership."""
+
+from __future__ import annotations
+
+import secrets
+
+import asyncpg
+
+from core.errors import NotFound
+from core.models import Author, SessionInfo
+
+
+def new_session_id() -> str:
+    """Short, URL- and branch-safe (`open-inspect/<id>`), 60 random bits."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    return "".join(secrets.choice(alphabet) for _ in range(12))
+
+
+async def find_or_create(
+    conn: asyncpg.Connection, thread_key: str, repository: str | None, author: Author
+) -> tuple[str, bool]:
+    """The session of `thread_key`, created on first use. Call inside a transaction; the
+    advisory lock makes two first messages of one thread agree on one session."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", thread_key)
+    existing = await conn.fetchval(
+        "SELECT session_id FROM threads WHERE thread_key = $1", thread_key
+    )
+    if existing is not None:
+        return existing, False
+    session_id = new_session_id()
+    await conn.execute(
+        "INSERT INTO sessions (id, repository, created_by) VALUES ($1, $2, $3)",
+        session_id, repository, author.id,
+    )
+    await conn.execute(
+        "INSERT INTO threads (thread_key, session_id) VALUES ($1, $2)", thread_key, session_id
+    )
+    return session_id, True
+
+
+async def remember_user(conn: asyncpg.Connection, author: Author) -> None:
+    await conn.execute(
+        """INSERT INTO users (id, display_name, email) VALUES ($1, $2, $3)
+           ON CONFLICT (id) DO UPDATE SET display_name = EXCLUDED.display_name,
+               email = COALESCE(EXCLUDED.email, users.email), updated_at = now()""",
+        author.id, author.name, author.email,
+    )
+
+
+async def add_participant(
+    conn: asyncpg.Connection, session_id: str, user_id: str, role: str = "author"
+) -> None:
+    await conn.execute(
+        """INSERT INTO participants (session_id, user_id, role) VALUES ($1, $2, $3)
+           ON CONFLICT (session_id, user_id) DO NOTHING""",
+        session_id, user_id, role,
+    )
+
+
+async def take_ownership(conn: asyncpg.Connection | asyncpg.Pool, session_id: str,
+                         replica: str) -> int:
+    """Bump the owner epoch: from now on only appends carrying the returned epoch succeed."""
+    epoch = await conn.fetchval(
+        """UPDATE sessions SET owner_epoch = owner_epoch + 1, owner_replica = $2, updated_at = now()
+           WHERE id = $1 RETURNING owner_epoch""",
+        session_id, replica,
+    )
+    if epoch is None:
+        raise NotFound(f"session {session_id} does not exist")
+    return epoch
+
+
+async def set_state(conn: asyncpg.Connection, session_id: str, state: str) -> None:
+    await conn.execute(
+        "UPDATE sessions SET state = $2, updated_at = now() WHERE id = $1", session_id, state
+    )
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> SessionInfo:
+    row = await conn.fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
+    if row is None:
+        raise NotFound(f"session {session_id} does not exist")
+    people = await conn.fetch(
+        "SELECT user_id FROM participants WHERE session_id = $1 ORDER BY joined_at", session_id
+    )
+    return SessionInfo(
+        id=row["id"], repository=row["repository"], state=row["state"],
+        owner_replica=row["owner_replica"], owner_epoch=row["owner_epoch"],
+        last_seq=row["last_seq"], created_at=row["created_at"],
+        participants=[p["user_id"] for p in people],
+    )
+
+
+async def by_thread(conn: asyncpg.Connection | asyncpg.Pool, thread_key: str) -> str | None:
+    return await conn.fetchval("SELECT session_id FROM threads WHERE thread_key = $1", thread_key)

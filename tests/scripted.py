@@ -1,0 +1,80 @@
+"""A sandbox provider that replays a script instead of running an agent: a real implementation
+of the sandbox interface, for testing the engine without a model.
+
+A prompt whose text is a JSON list is a script of steps:
+  {"text": "hi"}                  one text_delta event
+  {"texts": 50, "every": 0.01}    50 numbered text_delta events, one every 0.01 s
+  {"sleep": 2}                    wait (an abort ends it at once)
+  {"fail": "why"}                 the sandbox fails the prompt with that reason
+  {"event": "tool_call", "data": {...}}
+Any other text is echoed back as one text_delta.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from core.errors import SandboxFailed
+from core.sandboxes import AgentEvent, PromptRequest
+
+
+class ScriptedSandbox:
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.aborted = asyncio.Event()
+        self.closed = False
+        self.prompts: list[PromptRequest] = []
+
+    async def run(self, request: PromptRequest) -> AsyncIterator[AgentEvent]:
+        self.aborted.clear()
+        self.prompts.append(request)
+        try:
+            steps = json.loads(request.text)
+        except ValueError:
+            steps = None
+        if not isinstance(steps, list):
+            yield AgentEvent("text_delta", {"text": f"echo: {request.text}"})
+            return
+        for step in steps:
+            if "text" in step:
+                yield AgentEvent("text_delta", {"text": step["text"]})
+            elif "texts" in step:
+                for n in range(step["texts"]):
+                    yield AgentEvent("text_delta", {"text": f"{n} "})
+                    await self._pause(step.get("every", 0))
+            elif "sleep" in step:
+                await self._pause(step["sleep"])
+            elif "fail" in step:
+                raise SandboxFailed(step["fail"])
+            elif "event" in step:
+                yield AgentEvent(step["event"], step.get("data", {}))
+        yield AgentEvent("prompt_complete", {"steps": len(steps)})
+
+    async def _pause(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        try:
+            await asyncio.wait_for(self.aborted.wait(), seconds)
+        except TimeoutError:
+            return
+        raise SandboxFailed("aborted")
+
+    async def abort(self) -> None:
+        self.aborted.set()
+
+    async def close(self) -> None:
+        self.closed = True
+        self.aborted.set()
+
+
+class ScriptedProvider:
+    def __init__(self) -> None:
+        self.sandboxes: list[ScriptedSandbox] = []
+
+    async def create(self, session_id: str, repository: str | None) -> ScriptedSandbox:
+        sandbox = ScriptedSandbox(session_id)
+        self.sandboxes.append(sandbox)
+        return sandbox
