@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     actor_idle_seconds: float = Field(60.0, gt=0, validation_alias=_ours("ACTOR_IDLE_SECONDS"))
     orphan_scan_seconds: float = Field(5.0, gt=0, validation_alias=_ours("ORPHAN_SCAN_SECONDS"))
     database_pool_size: int = Field(10, ge=2, validation_alias=_ours("DATABASE_POOL_SIZE"))
+    idle_transaction_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=_ours("IDLE_TRANSACTION_TIMEOUT_SECONDS")
+    )
     redis_prefix: str = Field("open-inspect:", validation_alias=_ours("REDIS_PREFIX"))
 
     @field_validator("repositories", "secrets_old_keys", "admins", "allowed_users",

@@ -7,7 +7,7 @@ A prompt whose text is a JSON list is a script of steps:
   {"sleep": 2}                    wait (an abort ends it at once)
   {"fail": "why"}                 the sandbox fails the prompt with that reason
   {"event": "tool_call", "data": {...}}
-Any other text is echoed back as one text_delta.
+Any other text is echoed back as one text_delta. Every script ends with prompt_complete.
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ class ScriptedSandbox:
         except ValueError:
             steps = None
         if not isinstance(steps, list):
-            yield AgentEvent("text_delta", {"text": f"echo: {request.text}"})
-            return
+            steps = [{"text": f"echo: {request.text}"}]
         for step in steps:
             if "text" in step:
                 yield AgentEvent("text_delta", {"text": step["text"]})

@@ -168,7 +168,9 @@ class SessionActor:
             await self._stop(message.get("by") or "someone")
         elif kind == "cancel":
             await self._cancel(int(message["prompt_id"]), message.get("by") or "someone")
-        elif kind != "wake":
+        elif kind == "wake":
+            await self._announce_new_prompts()
+        else:
             log.warning("session %s: unknown message %r ignored", self.session_id, message)
 
     async def _stop(self, by: str) -> None:

@@ -1,0 +1,121 @@
+"""`open-inspect up` with embedded defaults, as a person runs it: a real process, embedded
+PostgreSQL and the in-process broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.conftest import free_port
+
+CLI = [sys.executable, "-c", "from core.cli import main; raise SystemExit(main())"]
+
+
+def embedded_env(data_dir: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPEN_INSPECT_", "SLACK_", "GITHUB_", "ANTHROPIC_", "OPENAI_"))
+           and k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(OPEN_INSPECT_DATA_DIR=str(data_dir), OPEN_INSPECT_HTTP_PORT=str(port))
+    return env
+
+
+def start_up(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "up"], env=embedded_env(data_dir, port),
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def wait_healthy(proc: subprocess.Popen, port: int, log: Path, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"up exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+                return {**json.load(resp), "http_status": resp.status}
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"/healthz did not answer within {timeout}s:\n{log.read_text()}")
+
+
+def stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+async def test_up_with_embedded_defaults_is_healthy_and_keeps_data_and_keys_across_restarts(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    port, log = free_port(), tmp_path / "up.log"
+    proc = start_up(data_dir, port, log)
+    try:
+        health = wait_healthy(proc, port, log)
+        assert health["http_status"] == 200 and health["status"] == "ok" and health["database"] == {"status": "ok",
+                                                                   "kind": "embedded"}
+        assert health["broker"] == {"status": "ok", "kind": "in-process"}
+        assert health["integrations"]["slack"] is False
+        keys_path = data_dir / "keys.json"
+        assert keys_path.stat().st_mode & 0o777 == 0o600
+        keys = json.loads(keys_path.read_text())
+        engine = json.loads((data_dir / "engine.json").read_text())
+        conn = await asyncpg.connect(engine["database_url"])
+        await conn.execute("INSERT INTO settings (name, value) VALUES ('remember', '\"me\"')")
+        await conn.close()
+    finally:
+        assert stop(proc) == 0, log.read_text()
+
+    proc = start_up(data_dir, port, log)
+    try:
+        wait_healthy(proc, port, log)
+        assert json.loads((data_dir / "keys.json").read_text()) == keys
+        engine = json.loads((data_dir / "engine.json").read_text())
+        conn = await asyncpg.connect(engine["database_url"])
+        assert await conn.fetchval("SELECT value #>> '{}' FROM settings WHERE name = 'remember'") \
+            == "me"
+        await conn.close()
+    finally:
+        assert stop(proc) == 0, log.read_text()
+
+
+def test_a_second_up_on_the_same_data_dir_refuses_clearly(data_dir: Path, tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "up.log"
+    first = start_up(data_dir, port, log)
+    try:
+        wait_healthy(first, port, log)
+        second = subprocess.run([*CLI, "up"], env=embedded_env(data_dir, free_port()),
+                                capture_output=True, text=True, timeout=30)
+        assert second.returncode == 2
+        assert "Another engine is already running on the data dir" in second.stderr
+        assert f"pid {first.pid}" in second.stderr
+        migrated = subprocess.run([*CLI, "migrate"], env=embedded_env(data_dir, 0),
+                                  capture_output=True, text=True, timeout=30)
+        assert migrated.returncode == 0, migrated.stderr
+        assert "Using the database of the engine running on" in migrated.stdout
+        assert "up to date" in migrated.stdout
+    finally:
+        assert stop(first) == 0, log.read_text()
+    alone = subprocess.run([*CLI, "migrate"], env=embedded_env(data_dir, 0),
+                           capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 0, alone.stderr
+    assert "No engine is running on" in alone.stdout
+
+
+def test_bad_configuration_is_reported_with_the_variable_name(data_dir: Path) -> None:
+    env = embedded_env(data_dir, 0)
+    env["OPEN_INSPECT_REPOSITORIES"] = "acme/web"
+    result = subprocess.run([*CLI, "up"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "owner/name=clone-url" in result.stderr
+    env = embedded_env(data_dir, 0)
+    env["DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/nowhere"
+    result = subprocess.run([*CLI, "up"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "OPEN_INSPECT_SECRETS_KEY" in result.stderr and "keygen" in result.stderr
