@@ -64,10 +64,13 @@ async def up(settings: Settings) -> int:
     try:
         settings = runtime.with_keys(settings, data_dir)
         running = await runtime.start(settings, data_dir)
-        data_dir.announce({
-            "pid": os.getpid(), "http_url": running.http_url,
-            "database_url": None if settings.database_url else running.database_url,
-        })
+        data_dir.announce(
+            {
+                "pid": os.getpid(),
+                "http_url": running.http_url,
+                "database_url": None if settings.database_url else running.database_url,
+            }
+        )
         log.info("open-inspect is up on %s (data dir %s)", running.http_url, data_dir.path)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -86,8 +89,10 @@ async def migrate_command(settings: Settings) -> int:
     if settings.database_url:
         url = settings.database_url
     elif (engine := data_dir.running_engine()) is not None and engine.get("database_url"):
-        print(f"Using the database of the engine running on {data_dir.path} "
-              f"(pid {engine.get('pid')}).")
+        print(
+            f"Using the database of the engine running on {data_dir.path} "
+            f"(pid {engine.get('pid')})."
+        )
         url = engine["database_url"]
     else:
         print(f"No engine is running on {data_dir.path}: using its database directly.")

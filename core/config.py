@@ -64,7 +64,9 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_ours("SECRETS_OLD_KEYS")
     )
     link_secret: str | None = Field(None, validation_alias=_ours("LINK_SECRET"))
-    noreply_domain: str = Field("users.noreply.open-inspect.local", validation_alias=_ours("NOREPLY_DOMAIN"))
+    noreply_domain: str = Field(
+        "users.noreply.open-inspect.local", validation_alias=_ours("NOREPLY_DOMAIN")
+    )
     admins: CommaList = Field(default_factory=list, validation_alias=_ours("ADMINS"))
     allowed_users: CommaList = Field(default_factory=list, validation_alias=_ours("ALLOWED_USERS"))
     allowed_channels: CommaList = Field(
@@ -82,8 +84,14 @@ class Settings(BaseSettings):
     )
     redis_prefix: str = Field("open-inspect:", validation_alias=_ours("REDIS_PREFIX"))
 
-    @field_validator("repositories", "secrets_old_keys", "admins", "allowed_users",
-                     "allowed_channels", mode="before")
+    @field_validator(
+        "repositories",
+        "secrets_old_keys",
+        "admins",
+        "allowed_users",
+        "allowed_channels",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

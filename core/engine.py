@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from core.actors.session import ActorContext, SessionActor, lease_name
-from core.broker import Broker, Subscription
+from core.broker import Broker, Subscription, SubscriptionLost
 from core.config import Settings
 from core.errors import BadInput, NotFound
 from core.eventlog import follow
@@ -44,8 +44,12 @@ def _check_key(what: str, value: str) -> None:
 
 class Engine:
     def __init__(
-        self, pool: asyncpg.Pool, broker: Broker, settings: Settings,
-        provider: SandboxProvider | None, replica: str | None = None,
+        self,
+        pool: asyncpg.Pool,
+        broker: Broker,
+        settings: Settings,
+        provider: SandboxProvider | None,
+        replica: str | None = None,
     ) -> None:
         self.replica = replica or uuid.uuid4().hex[:12]
         self.settings = settings
@@ -81,8 +85,13 @@ class Engine:
     # ----- the API ---------------------------------------------------------------------------
 
     async def submit_prompt(
-        self, source_key: str, thread_key: str, author: Author, text: str,
-        context: dict[str, Any] | None = None, repository: str | None = None,
+        self,
+        source_key: str,
+        thread_key: str,
+        author: Author,
+        text: str,
+        context: dict[str, Any] | None = None,
+        repository: str | None = None,
     ) -> Submitted:
         """Queue a prompt durably and have the session's owner run it. Idempotent on
         `source_key`: the same key again returns the first prompt and queues nothing."""
@@ -133,8 +142,7 @@ class Engine:
             raise NotFound(f"There is no prompt {prompt_id}.")
         if prompt.state != "queued":
             raise BadInput(f"Prompt {prompt_id} is {prompt.state}, not queued: nothing to cancel.")
-        await self._deliver(prompt.session_id, {"kind": "cancel", "prompt_id": prompt_id,
-                                                "by": by})
+        await self._deliver(prompt.session_id, {"kind": "cancel", "prompt_id": prompt_id, "by": by})
 
     async def session(self, session_id: str) -> SessionInfo:
         _check_key("session id", session_id)
@@ -180,14 +188,20 @@ class Engine:
             holder = await self._broker.lease_holder(lease_name(session_id))
             if holder is not None and holder.holder != self.replica:
                 if hops >= _MAX_HOPS:
-                    log.warning("session %s: message %r dropped after %d hops; the orphan scan "
-                                "will pick the session up", session_id, message, hops)
+                    log.warning(
+                        "session %s: message %r dropped after %d hops; the orphan scan "
+                        "will pick the session up",
+                        session_id,
+                        message,
+                        hops,
+                    )
                     return
                 payload = {"session_id": session_id, "message": message, "hops": hops + 1}
                 await self._broker.forward(holder.holder, json.dumps(payload).encode())
                 return
-        log.warning("session %s: could not route %r; the orphan scan will retry", session_id,
-                    message)
+        log.warning(
+            "session %s: could not route %r; the orphan scan will retry", session_id, message
+        )
 
     def _start_actor(self, session_id: str, lease: Any) -> SessionActor:
         actor = SessionActor(self._ctx, session_id, lease, self._forget)
@@ -199,13 +213,30 @@ class Engine:
             del self._actors[actor.session_id]
 
     async def _read_inbox(self) -> None:
-        assert self._inbox is not None
-        async for raw in self._inbox:
+        """Forwarded work for this replica. A lost feed is resubscribed; whatever it dropped is
+        found by the periodic scan, which also wakes this replica's own actors."""
+        while True:
             try:
-                payload = json.loads(raw)
-                await self._deliver(payload["session_id"], payload["message"], payload["hops"])
-            except Exception:  # noqa: BLE001 - one bad message must not stop the inbox
-                log.exception("engine %s: bad forwarded message %r", self.replica, raw[:200])
+                if self._inbox is None:
+                    self._inbox = await self._broker.inbox(self.replica)
+                async for raw in self._inbox:
+                    await self._handle_forwarded(raw)
+                return
+            except SubscriptionLost:
+                log.warning("engine %s: inbox lost; resubscribing", self.replica)
+            except Exception:  # noqa: BLE001 - the broker is down: retry until it is back
+                log.exception("engine %s: inbox failed; retrying", self.replica)
+                await asyncio.sleep(1)
+            inbox, self._inbox = self._inbox, None
+            if inbox is not None:
+                await inbox.close()
+
+    async def _handle_forwarded(self, raw: bytes) -> None:
+        try:
+            payload = json.loads(raw)
+            await self._deliver(payload["session_id"], payload["message"], payload["hops"])
+        except Exception:  # noqa: BLE001 - one bad message must not stop the inbox
+            log.exception("engine %s: bad forwarded message %r", self.replica, raw[:200])
 
     async def _adopt_orphans_forever(self) -> None:
         while True:
@@ -216,10 +247,13 @@ class Engine:
             await asyncio.sleep(self.settings.orphan_scan_seconds)
 
     async def adopt_orphans(self) -> list[str]:
-        """Take over sessions with queued or running prompts whose owner is gone."""
+        """Take over sessions with queued or running prompts whose owner is gone, and nudge
+        this replica's own actors that have work."""
         adopted = []
         for session_id in await prompt_store.sessions_with_work(self._pool):
-            if session_id in self._actors:
+            if (actor := self._actors.get(session_id)) is not None:
+                if actor.accepting:
+                    actor.tell({"kind": "wake"})  # in case a forwarded wake was lost
                 continue
             if await self._broker.lease_holder(lease_name(session_id)) is not None:
                 continue

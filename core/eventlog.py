@@ -5,7 +5,7 @@ no duplicate."""
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from core.broker import Broker, SubscriptionLost
 from core.errors import Fenced
@@ -28,11 +29,11 @@ def channel(session_id: str) -> str:
     return f"session:{session_id}"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     type: str
     data: dict[str, Any]
-    data_json: str
+    data_json: bytes
     prompt_id: int | None
     mutate: Mutation | None
     future: asyncio.Future[Event]
@@ -47,7 +48,11 @@ class EventLog:
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, broker: Broker, session_id: str, epoch: int,
+        self,
+        pool: asyncpg.Pool,
+        broker: Broker,
+        session_id: str,
+        epoch: int,
         max_batch: int = 5000,
     ) -> None:
         self.session_id = session_id
@@ -65,7 +70,11 @@ class EventLog:
         return self._fenced is not None
 
     def append(
-        self, type: str, data: dict[str, Any] | None = None, *, prompt_id: int | None = None,
+        self,
+        type: str,
+        data: dict[str, Any] | None = None,
+        *,
+        prompt_id: int | None = None,
         mutate: Mutation | None = None,
     ) -> asyncio.Future[Event]:
         """Queue an event; the future resolves with it once committed and published."""
@@ -74,10 +83,7 @@ class EventLog:
             future.set_exception(self._fenced)
             return future
         data = data or {}
-        self._pending.append(
-            _Pending(type, data, json.dumps(data, separators=(",", ":")), prompt_id, mutate,
-                     future)
-        )
+        self._pending.append(_Pending(type, data, orjson.dumps(data), prompt_id, mutate, future))
         self._wake.set()
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_forever(), name=f"log:{self.session_id}")
@@ -106,15 +112,24 @@ class EventLog:
 
     async def _write(self, batch: list[_Pending]) -> None:
         at = datetime.now(UTC)
+        data_array = b"[" + b",".join(p.data_json for p in batch) + b"]"
+        mutations = [p.mutate for p in batch if p.mutate is not None]
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                first = await store.append(
-                    conn, self.session_id, self.epoch, [p.type for p in batch],
-                    [p.data_json for p in batch], [p.prompt_id for p in batch], at,
-                )
-                for p in batch:
-                    if p.mutate is not None:
-                        await p.mutate(conn)
+            async with self._pool.acquire() as conn:
+                # A batch of plain events is a single atomic statement; mutations share its
+                # transaction so a state change commits exactly with its event.
+                async with conn.transaction() if mutations else contextlib.nullcontext():
+                    first = await store.append(
+                        conn,
+                        self.session_id,
+                        self.epoch,
+                        [p.type for p in batch],
+                        data_array.decode(),
+                        [p.prompt_id for p in batch],
+                        at,
+                    )
+                    for mutate in mutations:
+                        await mutate(conn)
         except Fenced as exc:
             log.warning("session %s: fenced at epoch %s: %s", self.session_id, self.epoch, exc)
             self._fenced = exc
@@ -130,8 +145,9 @@ class EventLog:
             for i, p in enumerate(batch)
         ]
         try:
-            await self._broker.publish(channel(self.session_id), _encode(batch, first, at,
-                                                                         self.session_id))
+            await self._broker.publish(
+                channel(self.session_id), _encode(batch, data_array, first, at, self.session_id)
+            )
         except Exception:  # noqa: BLE001 - committed is committed: followers catch up on gaps
             log.exception("session %s: publish failed after commit", self.session_id)
         for p, event in zip(batch, events, strict=True):
@@ -146,20 +162,31 @@ class EventLog:
                 p.future.exception()  # a caller that fired and forgot must not warn
 
 
-def _encode(batch: list[_Pending], first: int, at: datetime, session_id: str) -> bytes:
-    """The published batch; data is spliced in as already-encoded JSON text."""
-    stamp = json.dumps(at.isoformat())
-    sid = json.dumps(session_id)
-    items = ",".join(
-        f'{{"session_id":{sid},"seq":{first + i},"type":{json.dumps(p.type)},'
-        f'"data":{p.data_json},"prompt_id":{json.dumps(p.prompt_id)},"at":{stamp}}}'
-        for i, p in enumerate(batch)
+def _encode(
+    batch: list[_Pending], data_array: bytes, first: int, at: datetime, session_id: str
+) -> bytes:
+    """One published message per batch: the data is spliced in as already-encoded JSON."""
+    head = orjson.dumps(
+        {
+            "session_id": session_id,
+            "first": first,
+            "at": at.isoformat(),
+            "types": [p.type for p in batch],
+            "prompt_ids": [p.prompt_id for p in batch],
+        }
     )
-    return f"[{items}]".encode()
+    return head[:-1] + b',"data":' + data_array + b"}"
 
 
 def decode(message: bytes) -> list[Event]:
-    return [Event.from_json(item) for item in json.loads(message)]
+    batch = orjson.loads(message)
+    session_id, first, at = batch["session_id"], batch["first"], datetime.fromisoformat(batch["at"])
+    return [
+        Event(session_id, first + i, type, data, prompt_id, at)
+        for i, (type, prompt_id, data) in enumerate(
+            zip(batch["types"], batch["prompt_ids"], batch["data"], strict=True)
+        )
+    ]
 
 
 async def follow(
@@ -184,8 +211,9 @@ async def follow(
                     if event.seq <= last:
                         continue
                     if event.seq > last + 1:
-                        for missed in await store.read_after(pool, session_id, last, page,
-                                                             before_seq=event.seq):
+                        for missed in await store.read_after(
+                            pool, session_id, last, page, before_seq=event.seq
+                        ):
                             yield missed
                             last = missed.seq
                         if event.seq > last + 1:  # more missing than one page: re-sync

@@ -34,10 +34,14 @@ async def healthz(request: web.Request) -> web.Response:
     body = {
         "status": "ok" if healthy else "unhealthy",
         "replica": runtime.engine.replica,
-        "database": {"status": checks["database"],
-                     "kind": "embedded" if settings.embedded else "external"},
-        "broker": {"status": checks["broker"],
-                   "kind": "redis" if settings.redis_url else "in-process"},
+        "database": {
+            "status": checks["database"],
+            "kind": "embedded" if settings.embedded else "external",
+        },
+        "broker": {
+            "status": checks["broker"],
+            "kind": "redis" if settings.redis_url else "in-process",
+        },
         "integrations": settings.integrations(),
     }
     return web.json_response(body, status=200 if healthy else 503)

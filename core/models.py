@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 PROMPT_STATES = ("queued", "running", "done", "failed", "stopped", "cancelled", "interrupted")
 FINAL_PROMPT_STATES = frozenset(PROMPT_STATES[2:])
@@ -20,8 +20,9 @@ class Author:
     email: str | None = None
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
+    """One entry of a session's log (a tuple: followers build tens of thousands a second)."""
+
     session_id: str
     seq: int
     type: str

@@ -63,7 +63,9 @@ class Runtime:
 
 
 async def start(
-    settings: Settings, data_dir: DataDir, provider: SandboxProvider | None = None,
+    settings: Settings,
+    data_dir: DataDir,
+    provider: SandboxProvider | None = None,
     serve_http: bool = True,
 ) -> Runtime:
     url = await database_url(settings, data_dir)

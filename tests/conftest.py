@@ -21,7 +21,9 @@ import pytest
 for _name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
     os.environ.pop(_name, None)
 
-ADMIN_URL = os.environ.get("OPEN_INSPECT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "OPEN_INSPECT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("OPEN_INSPECT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -99,13 +101,29 @@ def redis_url() -> str:
         return
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.exit("Redis is not reachable on 127.0.0.1:6379 and redis-server is not installed "
-                    "(apt-get install redis-server, or run bash .ci/run)", returncode=2)
+        pytest.exit(
+            "Redis is not reachable on 127.0.0.1:6379 and redis-server is not installed "
+            "(apt-get install redis-server, or run bash .ci/run)",
+            returncode=2,
+        )
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="oi-redis-")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", workdir],
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     for _ in range(100):
         if _reachable("127.0.0.1", port):
             break

@@ -33,14 +33,18 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str =
         if last:
             return last
         await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last={last!r}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what or predicate}; last={last!r}"
+    )
 
 
 async def prompt_state(pool: asyncpg.Pool, prompt_id: int) -> str:
     return await pool.fetchval("SELECT state FROM prompts WHERE id = $1", prompt_id)
 
 
-async def wait_state(pool: asyncpg.Pool, prompt_id: int, *states: str, timeout: float = 10.0) -> str:
+async def wait_state(
+    pool: asyncpg.Pool, prompt_id: int, *states: str, timeout: float = 10.0
+) -> str:
     async def reached() -> str | None:
         state = await prompt_state(pool, prompt_id)
         return state if state in states else None
@@ -51,5 +55,6 @@ async def wait_state(pool: asyncpg.Pool, prompt_id: int, *states: str, timeout: 
 async def event_log(pool: asyncpg.Pool, session_id: str) -> list[asyncpg.Record]:
     return await pool.fetch(
         "SELECT seq, type, data::text AS data, prompt_id FROM events WHERE session_id = $1 "
-        "ORDER BY seq", session_id,
+        "ORDER BY seq",
+        session_id,
     )

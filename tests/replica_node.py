@@ -50,8 +50,9 @@ class SignedProvider(ScriptedProvider):
 async def serve(name: str) -> None:
     settings = Settings()
     provider = SignedProvider(name)
-    running = await runtime.start(settings, DataDir(Path(settings.data_dir)), provider,
-                                  serve_http=False)
+    running = await runtime.start(
+        settings, DataDir(Path(settings.data_dir)), provider, serve_http=False
+    )
     engine = running.engine
     print(json.dumps({"ready": engine.replica}), flush=True)
     reader = asyncio.StreamReader()
@@ -63,8 +64,10 @@ async def serve(name: str) -> None:
             try:
                 if command["op"] == "submit":
                     receipt = await engine.submit_prompt(
-                        command["source_key"], command["thread_key"],
-                        Author(*command["author"]), command["text"],
+                        command["source_key"],
+                        command["thread_key"],
+                        Author(*command["author"]),
+                        command["text"],
                     )
                     answer = {"session_id": receipt.session_id, "prompt_id": receipt.prompt_id}
                 elif command["op"] == "stop":
@@ -80,6 +83,9 @@ async def serve(name: str) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s {sys.argv[1]} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s {sys.argv[1]} %(levelname)s %(name)s: %(message)s",
+    )
     asyncio.run(serve(sys.argv[1]))

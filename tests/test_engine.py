@@ -54,16 +54,24 @@ async def test_prompt_runs_and_session_ends_idle(engine: Engine, pool: asyncpg.P
     receipt = await engine.submit_prompt(source, thread, ALICE, "fix the flaky test")
     assert receipt.created and receipt.queue_position == 0
     assert await wait_state(pool, receipt.prompt_id, "done") == "done"
-    await until(lambda: pool.fetchval("SELECT state = 'idle' FROM sessions WHERE id = $1",
-                                      receipt.session_id), what="session idle")
+    await until(
+        lambda: pool.fetchval(
+            "SELECT state = 'idle' FROM sessions WHERE id = $1", receipt.session_id
+        ),
+        what="session idle",
+    )
     log = await event_log(pool, receipt.session_id)
     types = [row["type"] for row in log]
     assert [row["seq"] for row in log] == list(range(1, len(log) + 1)), log
     assert types[0] == "session_created"
     for expected in ("prompt_queued", "prompt_started", "text_delta", "prompt_finished"):
         assert expected in types, types
-    assert types.index("prompt_queued") < types.index("prompt_started") < types.index(
-        "text_delta") < types.index("prompt_finished")
+    assert (
+        types.index("prompt_queued")
+        < types.index("prompt_started")
+        < types.index("text_delta")
+        < types.index("prompt_finished")
+    )
     assert types[-1] == "session_state" and json.loads(log[-1]["data"]) == {"state": "idle"}
     delta = next(row for row in log if row["type"] == "text_delta")
     assert json.loads(delta["data"]) == {"text": "echo: fix the flaky test"}
@@ -101,8 +109,9 @@ async def test_replies_in_one_thread_share_the_session_and_queue_in_order(
     log = await event_log(pool, first.session_id)
     started = [row["prompt_id"] for row in log if row["type"] == "prompt_started"]
     assert started == [first.prompt_id, second.prompt_id, third.prompt_id]
-    queued = {row["prompt_id"]: json.loads(row["data"]) for row in log
-              if row["type"] == "prompt_queued"}
+    queued = {
+        row["prompt_id"]: json.loads(row["data"]) for row in log if row["type"] == "prompt_queued"
+    }
     assert queued[second.prompt_id]["author"] == {"id": BOB.id, "name": "Bob"}
     info = await engine.session(first.session_id)
     assert set(info.participants) == {ALICE.id, BOB.id}
@@ -115,13 +124,15 @@ async def test_replies_in_one_thread_share_the_session_and_queue_in_order(
 async def test_empty_or_oversized_prompt_is_refused_and_nothing_written(
     engine: Engine, pool: asyncpg.Pool, text: str, message: str
 ) -> None:
-    before = await pool.fetchval("SELECT (SELECT count(*) FROM prompts) + (SELECT count(*) "
-                                 "FROM sessions)")
+    before = await pool.fetchval(
+        "SELECT (SELECT count(*) FROM prompts) + (SELECT count(*) FROM sessions)"
+    )
     source, thread = keys()
     with pytest.raises(BadInput, match=message):
         await engine.submit_prompt(source, thread, ALICE, text)
-    after = await pool.fetchval("SELECT (SELECT count(*) FROM prompts) + (SELECT count(*) "
-                                "FROM sessions)")
+    after = await pool.fetchval(
+        "SELECT (SELECT count(*) FROM prompts) + (SELECT count(*) FROM sessions)"
+    )
     assert after == before
 
 
@@ -137,7 +148,11 @@ async def test_empty_or_oversized_prompt_is_refused_and_nothing_written(
     ],
 )
 async def test_malformed_keys_are_refused_with_a_clear_message(
-    engine: Engine, pool: asyncpg.Pool, source: str, thread: str, author: Author,
+    engine: Engine,
+    pool: asyncpg.Pool,
+    source: str,
+    thread: str,
+    author: Author,
     repository: str | None,
 ) -> None:
     before = await pool.fetchval("SELECT count(*) FROM prompts")
@@ -197,8 +212,9 @@ async def test_sandbox_failure_fails_the_prompt_and_the_next_gets_a_new_sandbox(
     engine: Engine, pool: asyncpg.Pool, provider: ScriptedProvider
 ) -> None:
     _, thread = keys()
-    broken = await engine.submit_prompt(f"{thread}:1", thread, ALICE,
-                                        script({"text": "start"}, {"fail": "sandbox died"}))
+    broken = await engine.submit_prompt(
+        f"{thread}:1", thread, ALICE, script({"text": "start"}, {"fail": "sandbox died"})
+    )
     assert await wait_state(pool, broken.prompt_id, "failed") == "failed"
     reason = await pool.fetchval("SELECT reason FROM prompts WHERE id = $1", broken.prompt_id)
     assert reason == "sandbox died"
@@ -225,8 +241,9 @@ async def test_subscribe_replays_the_log_then_goes_live_without_gaps(
                 return
 
     follower = asyncio.create_task(follow())
-    second = await engine.submit_prompt(f"{thread}:2", thread, BOB,
-                                        script({"texts": 30, "every": 0.001}))
+    second = await engine.submit_prompt(
+        f"{thread}:2", thread, BOB, script({"texts": 30, "every": 0.001})
+    )
     await asyncio.wait_for(follower, 10)
     await wait_state(pool, second.prompt_id, "done")
     assert seen == list(range(cut + 1, seen[-1] + 1)), seen

@@ -34,9 +34,15 @@ class Replica:
     async def start(cls, name: str, env: dict[str, str], tmp: Path) -> Replica:
         log = tmp / f"{name}.log"
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.replica_node", name, env=env,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=log.open("wb"), cwd=Path(__file__).parent.parent,
+            sys.executable,
+            "-m",
+            "tests.replica_node",
+            name,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log.open("wb"),
+            cwd=Path(__file__).parent.parent,
         )
         replica = cls(name, proc, log)
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
@@ -53,8 +59,13 @@ class Replica:
         return answer
 
     async def submit(self, thread: str, n: int, text: str, author: tuple[str, str]) -> dict:
-        return await self.ask(op="submit", source_key=f"{thread}:{n}", thread_key=thread,
-                              author=list(author), text=text)
+        return await self.ask(
+            op="submit",
+            source_key=f"{thread}:{n}",
+            thread_key=thread,
+            author=list(author),
+            text=text,
+        )
 
     async def end(self) -> None:
         if self.proc.returncode is None:
@@ -71,8 +82,11 @@ class Replica:
 async def replicas(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPEN_INSPECT_")}
     env.update(
-        DATABASE_URL=database_url, REDIS_URL=redis_url, OPEN_INSPECT_REDIS_PREFIX=redis_prefix,
-        OPEN_INSPECT_SECRETS_KEY=generate_key(), OPEN_INSPECT_LINK_SECRET=generate_key(),
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        OPEN_INSPECT_REDIS_PREFIX=redis_prefix,
+        OPEN_INSPECT_SECRETS_KEY=generate_key(),
+        OPEN_INSPECT_LINK_SECRET=generate_key(),
         OPEN_INSPECT_LEASE_TTL_SECONDS=str(LEASE_TTL),
         OPEN_INSPECT_ORPHAN_SCAN_SECONDS=str(SCAN),
         OPEN_INSPECT_IDLE_TRANSACTION_TIMEOUT_SECONDS="0.5",
@@ -104,7 +118,8 @@ def script(*steps: dict) -> str:
 async def completed_by(pool: asyncpg.Pool, prompt_id: int) -> str | None:
     data = await pool.fetchval(
         "SELECT data->>'replica' FROM events WHERE prompt_id = $1 AND type = 'prompt_complete'",
-        prompt_id)
+        prompt_id,
+    )
     return data
 
 
@@ -123,7 +138,8 @@ async def test_work_submitted_on_the_non_owner_runs_on_the_owner(
     thread = thread_key()
     first = await a.submit(thread, 1, script({"texts": 10, "every": 0.05}), ("slack:T1:UA", "Ann"))
     assert await owner(pool, first["session_id"]) == a.id or await until(
-        lambda: owner(pool, first["session_id"]), what="an owner")
+        lambda: owner(pool, first["session_id"]), what="an owner"
+    )
     second = await b.submit(thread, 2, "from the other replica", ("slack:T1:UB", "Ben"))
     assert second["session_id"] == first["session_id"]
     assert await wait_state(pool, second["prompt_id"], "done") == "done", diagnostics(a, b)
@@ -140,12 +156,15 @@ async def test_when_the_owner_is_killed_the_other_replica_takes_over(
     running = await a.submit(thread, 1, script({"sleep": 600}), ("slack:T1:UA", "Ann"))
     await wait_state(pool, running["prompt_id"], "running")
     queued = await b.submit(thread, 2, "after the failover", ("slack:T1:UB", "Ben"))
-    await until(lambda: pool.fetchval("SELECT announced FROM prompts WHERE id = $1",
-                                      queued["prompt_id"]), what="the owner to queue it")
+    await until(
+        lambda: pool.fetchval("SELECT announced FROM prompts WHERE id = $1", queued["prompt_id"]),
+        what="the owner to queue it",
+    )
     a.proc.send_signal(signal.SIGKILL)
     await a.proc.wait()
-    state = await wait_state(pool, running["prompt_id"], "interrupted",
-                             timeout=LEASE_TTL + 4 * SCAN + 2)
+    state = await wait_state(
+        pool, running["prompt_id"], "interrupted", timeout=LEASE_TTL + 4 * SCAN + 2
+    )
     assert state == "interrupted", diagnostics(a, b)
     reason = await pool.fetchval("SELECT reason FROM prompts WHERE id = $1", running["prompt_id"])
     assert "stopped before it finished" in reason
@@ -154,8 +173,11 @@ async def test_when_the_owner_is_killed_the_other_replica_takes_over(
     assert await owner(pool, running["session_id"]) == b.id
     log = await event_log(pool, running["session_id"])
     assert [r["seq"] for r in log] == list(range(1, len(log) + 1))
-    finished = [json.loads(r["data"])["state"] for r in log
-                if r["type"] == "prompt_finished" and r["prompt_id"] == running["prompt_id"]]
+    finished = [
+        json.loads(r["data"])["state"]
+        for r in log
+        if r["type"] == "prompt_finished" and r["prompt_id"] == running["prompt_id"]
+    ]
     assert finished == ["interrupted"]
 
 
@@ -164,25 +186,33 @@ async def test_a_frozen_owner_that_wakes_up_writes_nothing_and_steps_down(
 ) -> None:
     a, b = replicas
     thread = thread_key()
-    chatty = await a.submit(thread, 1, script({"texts": 2000, "every": 0.01}),
-                            ("slack:T1:UA", "Ann"))
+    chatty = await a.submit(
+        thread, 1, script({"texts": 2000, "every": 0.01}), ("slack:T1:UA", "Ann")
+    )
     session_id = chatty["session_id"]
-    await until(lambda: pool.fetchval(
-        "SELECT count(*) > 5 FROM events WHERE prompt_id = $1 AND type = 'text_delta'",
-        chatty["prompt_id"]), what="the owner to stream")
+    await until(
+        lambda: pool.fetchval(
+            "SELECT count(*) > 5 FROM events WHERE prompt_id = $1 AND type = 'text_delta'",
+            chatty["prompt_id"],
+        ),
+        what="the owner to stream",
+    )
     a.proc.send_signal(signal.SIGSTOP)
     try:
         await wait_state(pool, chatty["prompt_id"], "interrupted", timeout=LEASE_TTL + 4 * SCAN + 2)
         assert await owner(pool, session_id) == b.id
         after = await b.submit(thread, 2, "on the new owner", ("slack:T1:UB", "Ben"))
         assert await wait_state(pool, after["prompt_id"], "done") == "done"
-        await until(lambda: pool.fetchval("SELECT state = 'idle' FROM sessions WHERE id = $1",
-                                          session_id), what="the new owner to go idle")
+        await until(
+            lambda: pool.fetchval("SELECT state = 'idle' FROM sessions WHERE id = $1", session_id),
+            what="the new owner to go idle",
+        )
         before_wake = await event_log(pool, session_id)
     finally:
         a.proc.send_signal(signal.SIGCONT)
-    await until(lambda: "stepped down" in a.log.read_text(), timeout=10,
-                what="the woken owner to step down")
+    await until(
+        lambda: "stepped down" in a.log.read_text(), timeout=10, what="the woken owner to step down"
+    )
     # Give the woken replica time to try writing, then check it wrote nothing.
     await asyncio.sleep(LEASE_TTL)
     after_wake = await event_log(pool, session_id)

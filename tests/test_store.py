@@ -55,10 +55,23 @@ async def test_migrations_are_idempotent(empty_database: str) -> None:
         first = await migrate(conn)
         assert first == [name for _, name, _ in available()]
         assert await migrate(conn) == []
-        tables = {r["tablename"] for r in await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-        assert {"sessions", "threads", "participants", "prompts", "events", "artifacts", "users",
-                "secrets", "preferences", "settings", "audit"} <= tables
+        tables = {
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
+        assert {
+            "sessions",
+            "threads",
+            "participants",
+            "prompts",
+            "events",
+            "artifacts",
+            "users",
+            "secrets",
+            "preferences",
+            "settings",
+            "audit",
+        } <= tables
     finally:
         await conn.close()
 
@@ -74,7 +87,11 @@ async def test_two_processes_migrating_at_once_both_succeed(empty_database: str)
     )
     procs = [
         await asyncio.create_subprocess_exec(
-            "python3", "-c", script, empty_database, stdout=asyncio.subprocess.PIPE,
+            "python3",
+            "-c",
+            script,
+            empty_database,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         for _ in range(2)
@@ -97,18 +114,32 @@ async def test_ten_concurrent_writers_get_gap_free_unique_seqs(pool: asyncpg.Poo
     async def writer(n: int) -> None:
         for i in range(per_writer):
             async with pool.acquire() as conn, conn.transaction():
-                await events.append(conn, session_id, epoch, ["note"], [f'{{"w":{n},"i":{i}}}'],
-                                    [None], datetime.now(UTC))
+                await events.append(
+                    conn,
+                    session_id,
+                    epoch,
+                    ["note"],
+                    f'[{{"w":{n},"i":{i}}}]',
+                    [None],
+                    datetime.now(UTC),
+                )
 
     await asyncio.gather(*(writer(n) for n in range(10)))
-    seqs = [r["seq"] for r in await pool.fetch(
-        "SELECT seq FROM events WHERE session_id = $1 ORDER BY seq", session_id)]
+    seqs = [
+        r["seq"]
+        for r in await pool.fetch(
+            "SELECT seq FROM events WHERE session_id = $1 ORDER BY seq", session_id
+        )
+    ]
     assert seqs == list(range(1, 10 * per_writer + 1))
     # Each writer's own events stay in its order.
     for n in range(10):
         mine = await pool.fetch(
             "SELECT (data->>'i')::int AS i FROM events WHERE session_id = $1 "
-            "AND (data->>'w')::int = $2 ORDER BY seq", session_id, n)
+            "AND (data->>'w')::int = $2 ORDER BY seq",
+            session_id,
+            n,
+        )
         assert [r["i"] for r in mine] == list(range(per_writer))
 
 
@@ -122,8 +153,7 @@ async def test_a_stale_epoch_cannot_append(pool: asyncpg.Pool) -> None:
     assert log.fenced
     with pytest.raises(Fenced):
         await log.append("text_delta", {"text": "still the past"})
-    assert await pool.fetchval("SELECT count(*) FROM events WHERE session_id = $1",
-                               session_id) == 0
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE session_id = $1", session_id) == 0
     await log.close()
 
 
@@ -162,6 +192,8 @@ async def test_a_failed_commit_publishes_nothing_and_spends_no_seq(pool: asyncpg
             break
     await subscription.close()
     assert b"lost" not in b"".join(published) and b"poison" not in b"".join(published)
-    rows = await pool.fetch("SELECT seq, data->>'text' AS text FROM events WHERE session_id = $1 "
-                            "ORDER BY seq", session_id)
+    rows = await pool.fetch(
+        "SELECT seq, data->>'text' AS text FROM events WHERE session_id = $1 ORDER BY seq",
+        session_id,
+    )
     assert [(r["seq"], r["text"]) for r in rows] == [(1, "kept"), (2, "after")]

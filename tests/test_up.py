@@ -21,16 +21,23 @@ CLI = [sys.executable, "-c", "from core.cli import main; raise SystemExit(main()
 
 
 def embedded_env(data_dir: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPEN_INSPECT_", "SLACK_", "GITHUB_", "ANTHROPIC_", "OPENAI_"))
-           and k not in ("DATABASE_URL", "REDIS_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPEN_INSPECT_", "SLACK_", "GITHUB_", "ANTHROPIC_", "OPENAI_"))
+        and k not in ("DATABASE_URL", "REDIS_URL")
+    }
     env.update(OPEN_INSPECT_DATA_DIR=str(data_dir), OPEN_INSPECT_HTTP_PORT=str(port))
     return env
 
 
 def start_up(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, "up"], env=embedded_env(data_dir, port),
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [*CLI, "up"],
+        env=embedded_env(data_dir, port),
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait_healthy(proc: subprocess.Popen, port: int, log: Path, timeout: float = 20.0) -> dict:
@@ -58,8 +65,11 @@ async def test_up_with_embedded_defaults_is_healthy_and_keeps_data_and_keys_acro
     proc = start_up(data_dir, port, log)
     try:
         health = wait_healthy(proc, port, log)
-        assert health["http_status"] == 200 and health["status"] == "ok" and health["database"] == {"status": "ok",
-                                                                   "kind": "embedded"}
+        assert (
+            health["http_status"] == 200
+            and health["status"] == "ok"
+            and health["database"] == {"status": "ok", "kind": "embedded"}
+        )
         assert health["broker"] == {"status": "ok", "kind": "in-process"}
         assert health["integrations"]["slack"] is False
         keys_path = data_dir / "keys.json"
@@ -78,8 +88,10 @@ async def test_up_with_embedded_defaults_is_healthy_and_keeps_data_and_keys_acro
         assert json.loads((data_dir / "keys.json").read_text()) == keys
         engine = json.loads((data_dir / "engine.json").read_text())
         conn = await asyncpg.connect(engine["database_url"])
-        assert await conn.fetchval("SELECT value #>> '{}' FROM settings WHERE name = 'remember'") \
+        assert (
+            await conn.fetchval("SELECT value #>> '{}' FROM settings WHERE name = 'remember'")
             == "me"
+        )
         await conn.close()
     finally:
         assert stop(proc) == 0, log.read_text()
@@ -90,20 +102,31 @@ def test_a_second_up_on_the_same_data_dir_refuses_clearly(data_dir: Path, tmp_pa
     first = start_up(data_dir, port, log)
     try:
         wait_healthy(first, port, log)
-        second = subprocess.run([*CLI, "up"], env=embedded_env(data_dir, free_port()),
-                                capture_output=True, text=True, timeout=30)
+        second = subprocess.run(
+            [*CLI, "up"],
+            env=embedded_env(data_dir, free_port()),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert second.returncode == 2
         assert "Another engine is already running on the data dir" in second.stderr
         assert f"pid {first.pid}" in second.stderr
-        migrated = subprocess.run([*CLI, "migrate"], env=embedded_env(data_dir, 0),
-                                  capture_output=True, text=True, timeout=30)
+        migrated = subprocess.run(
+            [*CLI, "migrate"],
+            env=embedded_env(data_dir, 0),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert migrated.returncode == 0, migrated.stderr
         assert "Using the database of the engine running on" in migrated.stdout
         assert "up to date" in migrated.stdout
     finally:
         assert stop(first) == 0, log.read_text()
-    alone = subprocess.run([*CLI, "migrate"], env=embedded_env(data_dir, 0),
-                           capture_output=True, text=True, timeout=60)
+    alone = subprocess.run(
+        [*CLI, "migrate"], env=embedded_env(data_dir, 0), capture_output=True, text=True, timeout=60
+    )
     assert alone.returncode == 0, alone.stderr
     assert "No engine is running on" in alone.stdout
 

@@ -52,7 +52,10 @@ class _SteppedDown(Exception):
 
 class SessionActor:
     def __init__(
-        self, ctx: ActorContext, session_id: str, lease: Lease,
+        self,
+        ctx: ActorContext,
+        session_id: str,
+        lease: Lease,
         on_exit: Callable[[SessionActor], None],
     ) -> None:
         self.session_id = session_id
@@ -205,9 +208,14 @@ class SessionActor:
 
             self._emit(
                 "prompt_queued",
-                {"author": {"id": prompt.author.id, "name": prompt.author.name},
-                 "text": prompt.text, "position": position, "source_key": prompt.source_key},
-                prompt_id=prompt.id, mutate=mark,
+                {
+                    "author": {"id": prompt.author.id, "name": prompt.author.name},
+                    "text": prompt.text,
+                    "position": position,
+                    "source_key": prompt.source_key,
+                },
+                prompt_id=prompt.id,
+                mutate=mark,
             )
         if rows:
             await self._flush()
@@ -226,8 +234,9 @@ class SessionActor:
         async def start(conn: asyncpg.Connection) -> None:
             await prompt_store.set_state(conn, prompt.id, "running")
 
-        self._emit("prompt_started", {"author": prompt.author.name}, prompt_id=prompt.id,
-                   mutate=start)
+        self._emit(
+            "prompt_started", {"author": prompt.author.name}, prompt_id=prompt.id, mutate=start
+        )
         drive = asyncio.create_task(self._drive(prompt))
         getter: asyncio.Task[dict[str, Any]] | None = None
         try:
@@ -284,16 +293,27 @@ class SessionActor:
         with contextlib.suppress(Exception):
             if self._sandbox is not None:
                 await self._sandbox.abort()
-            await self._finish(prompt, "interrupted", f"Interrupted: {why}. Send it again to retry.")
+            await self._finish(
+                prompt, "interrupted", f"Interrupted: {why}. Send it again to retry."
+            )
 
     async def _finish(self, prompt: Prompt, state: str, reason: str | None) -> None:
         async def record(conn: asyncpg.Connection) -> None:
             await prompt_store.set_state(conn, prompt.id, state, reason)
 
-        log.info("%s prompt %s: %s%s", self._log_context, prompt.id, state,
-                 f" ({reason})" if reason else "")
-        self._emit("prompt_finished", {"state": state, "reason": reason}, prompt_id=prompt.id,
-                   mutate=record)
+        log.info(
+            "%s prompt %s: %s%s",
+            self._log_context,
+            prompt.id,
+            state,
+            f" ({reason})" if reason else "",
+        )
+        self._emit(
+            "prompt_finished",
+            {"state": state, "reason": reason},
+            prompt_id=prompt.id,
+            mutate=record,
+        )
         await self._flush()
 
     async def _set_state(self, state: str) -> None:

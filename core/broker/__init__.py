@@ -86,3 +86,15 @@ class Broker(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def open_broker(redis_url: str | None, prefix: str) -> Broker:
+    """Redis when a URL is configured (several replicas can share it), otherwise in-process.
+    Imported here so the embedded default never loads the Redis client."""
+    if redis_url:
+        from core.broker.redis import RedisBroker
+
+        return RedisBroker(redis_url, prefix)
+    from core.broker.memory import MemoryBroker
+
+    return MemoryBroker()

@@ -7,7 +7,9 @@ import asyncpg
 from core.store.migrations import migrate
 
 
-async def open_pool(url: str, size: int = 10, idle_transaction_timeout: float = 10.0) -> asyncpg.Pool:
+async def open_pool(
+    url: str, size: int = 10, idle_transaction_timeout: float = 10.0
+) -> asyncpg.Pool:
     """A pool on `url`, migrated to the latest schema.
 
     A replica frozen inside a transaction (SIGSTOP, a long GC pause, a partitioned node) would

@@ -14,8 +14,10 @@ async def start(directory: Path) -> str:
     when the last process using it exits."""
     import pgserver  # imported here: only embedded mode needs it
 
-    directory.mkdir(parents=True, exist_ok=True)
-    server = await asyncio.to_thread(pgserver.get_server, directory, cleanup_mode="stop")
-    url = server.get_uri()
+    def start_server() -> str:
+        directory.mkdir(parents=True, exist_ok=True)
+        return pgserver.get_server(directory, cleanup_mode="stop").get_uri()
+
+    url = await asyncio.to_thread(start_server)
     log.info("embedded PostgreSQL on %s", directory)
     return url

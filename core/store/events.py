@@ -13,16 +13,22 @@ import asyncpg
 from core.errors import Fenced, NotFound
 from core.models import Event
 
-_RESERVE = """
-UPDATE sessions SET last_seq = last_seq + $3, updated_at = now()
-WHERE id = $1 AND owner_epoch = $2
-RETURNING last_seq
-"""
-
-_INSERT = """
-INSERT INTO events (session_id, seq, type, data, prompt_id, created_at)
-SELECT $1, $2 + t.n - 1, t.type, t.data::jsonb, t.prompt_id, $6
-FROM unnest($3::text[], $4::text[], $5::bigint[]) WITH ORDINALITY AS t(type, data, prompt_id, n)
+# One statement, so a batch without mutations is one round trip and atomic on its own: reserve
+# the seq range (checking the owner's epoch), insert the rows (their data arrives as one JSON
+# array: one parse on the server, one parameter on the wire), return the range's end.
+_APPEND = """
+WITH reserved AS (
+    UPDATE sessions SET last_seq = last_seq + $3, updated_at = now()
+    WHERE id = $1 AND owner_epoch = $2
+    RETURNING last_seq
+), inserted AS (
+    INSERT INTO events (session_id, seq, type, data, prompt_id, created_at)
+    SELECT $1, r.last_seq - $3 + d.n, t.type, d.data, t.prompt_id, $7
+    FROM reserved r,
+         jsonb_array_elements($5::jsonb) WITH ORDINALITY AS d(data, n)
+         JOIN unnest($4::text[], $6::bigint[]) WITH ORDINALITY AS t(type, prompt_id, n) USING (n)
+)
+SELECT last_seq FROM reserved
 """
 
 
@@ -31,25 +37,27 @@ async def append(
     session_id: str,
     epoch: int,
     types: Sequence[str],
-    datas: Sequence[str],
+    data_array: str,
     prompt_ids: Sequence[int | None],
     at: datetime,
 ) -> int:
-    """Insert events (data as JSON text) and return the first seq. Call inside a transaction:
-    nothing is visible, and no seq is spent, until it commits."""
-    last = await conn.fetchval(_RESERVE, session_id, epoch, len(types))
+    """Insert events (their data as one JSON array text) and return the first seq. Nothing is
+    visible, and no seq is spent, until the statement (or the enclosing transaction) commits."""
+    count = len(types)
+    last = await conn.fetchval(_APPEND, session_id, epoch, count, types, data_array, prompt_ids, at)
     if last is None:
         current = await conn.fetchval("SELECT owner_epoch FROM sessions WHERE id = $1", session_id)
         if current is None:
             raise NotFound(f"session {session_id} does not exist")
         raise Fenced(f"session {session_id} is owned at epoch {current}, not {epoch}")
-    first = last - len(types) + 1
-    await conn.execute(_INSERT, session_id, first, types, datas, prompt_ids, at)
-    return first
+    return last - count + 1
 
 
 async def read_after(
-    conn: asyncpg.Connection | asyncpg.Pool, session_id: str, after_seq: int, limit: int = 1000,
+    conn: asyncpg.Connection | asyncpg.Pool,
+    session_id: str,
+    after_seq: int,
+    limit: int = 1000,
     before_seq: int | None = None,
 ) -> list[Event]:
     """Events with after_seq < seq (< before_seq), in order, at most `limit`."""
@@ -57,10 +65,14 @@ async def read_after(
         """SELECT seq, type, data::text AS data, prompt_id, created_at FROM events
            WHERE session_id = $1 AND seq > $2 AND ($3::bigint IS NULL OR seq < $3)
            ORDER BY seq LIMIT $4""",
-        session_id, after_seq, before_seq, limit,
+        session_id,
+        after_seq,
+        before_seq,
+        limit,
     )
     return [
-        Event(session_id, r["seq"], r["type"], json.loads(r["data"]), r["prompt_id"],
-              r["created_at"])
+        Event(
+            session_id, r["seq"], r["type"], json.loads(r["data"]), r["prompt_id"], r["created_at"]
+        )
         for r in rows
     ]

@@ -11,7 +11,11 @@ from core.models import Author, Prompt
 
 
 async def insert(
-    conn: asyncpg.Connection, session_id: str, source_key: str, author: Author, text: str,
+    conn: asyncpg.Connection,
+    session_id: str,
+    source_key: str,
+    author: Author,
+    text: str,
     context: dict[str, Any],
 ) -> tuple[Prompt, bool]:
     """Queue a prompt; the same `source_key` again returns the first one, created=False."""
@@ -19,7 +23,12 @@ async def insert(
         """INSERT INTO prompts (session_id, source_key, author_id, author_name, text, context)
            VALUES ($1, $2, $3, $4, $5, $6::jsonb)
            ON CONFLICT (source_key) DO NOTHING RETURNING *""",
-        session_id, source_key, author.id, author.name, text, json.dumps(context),
+        session_id,
+        source_key,
+        author.id,
+        author.name,
+        text,
+        json.dumps(context),
     )
     if row is not None:
         return Prompt.from_row(row), True
@@ -52,7 +61,8 @@ async def position(conn: asyncpg.Connection | asyncpg.Pool, prompt: Prompt) -> i
     return await conn.fetchval(
         """SELECT count(*) FROM prompts
            WHERE session_id = $1 AND id < $2 AND state IN ('queued', 'running')""",
-        prompt.session_id, prompt.id,
+        prompt.session_id,
+        prompt.id,
     )
 
 
@@ -69,7 +79,9 @@ async def set_state(
                finished_at = CASE WHEN $2 NOT IN ('queued', 'running') THEN now()
                                   ELSE finished_at END
            WHERE id = $1""",
-        prompt_id, state, reason,
+        prompt_id,
+        state,
+        reason,
     )
 
 

@@ -30,7 +30,9 @@ async def find_or_create(
     session_id = new_session_id()
     await conn.execute(
         "INSERT INTO sessions (id, repository, created_by) VALUES ($1, $2, $3)",
-        session_id, repository, author.id,
+        session_id,
+        repository,
+        author.id,
     )
     await conn.execute(
         "INSERT INTO threads (thread_key, session_id) VALUES ($1, $2)", thread_key, session_id
@@ -43,7 +45,9 @@ async def remember_user(conn: asyncpg.Connection, author: Author) -> None:
         """INSERT INTO users (id, display_name, email) VALUES ($1, $2, $3)
            ON CONFLICT (id) DO UPDATE SET display_name = EXCLUDED.display_name,
                email = COALESCE(EXCLUDED.email, users.email), updated_at = now()""",
-        author.id, author.name, author.email,
+        author.id,
+        author.name,
+        author.email,
     )
 
 
@@ -53,17 +57,21 @@ async def add_participant(
     await conn.execute(
         """INSERT INTO participants (session_id, user_id, role) VALUES ($1, $2, $3)
            ON CONFLICT (session_id, user_id) DO NOTHING""",
-        session_id, user_id, role,
+        session_id,
+        user_id,
+        role,
     )
 
 
-async def take_ownership(conn: asyncpg.Connection | asyncpg.Pool, session_id: str,
-                         replica: str) -> int:
+async def take_ownership(
+    conn: asyncpg.Connection | asyncpg.Pool, session_id: str, replica: str
+) -> int:
     """Bump the owner epoch: from now on only appends carrying the returned epoch succeed."""
     epoch = await conn.fetchval(
         """UPDATE sessions SET owner_epoch = owner_epoch + 1, owner_replica = $2, updated_at = now()
            WHERE id = $1 RETURNING owner_epoch""",
-        session_id, replica,
+        session_id,
+        replica,
     )
     if epoch is None:
         raise NotFound(f"session {session_id} does not exist")
@@ -84,9 +92,13 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> Sessi
         "SELECT user_id FROM participants WHERE session_id = $1 ORDER BY joined_at", session_id
     )
     return SessionInfo(
-        id=row["id"], repository=row["repository"], state=row["state"],
-        owner_replica=row["owner_replica"], owner_epoch=row["owner_epoch"],
-        last_seq=row["last_seq"], created_at=row["created_at"],
+        id=row["id"],
+        repository=row["repository"],
+        state=row["state"],
+        owner_replica=row["owner_replica"],
+        owner_epoch=row["owner_epoch"],
+        last_seq=row["last_seq"],
+        created_at=row["created_at"],
         participants=[p["user_id"] for p in people],
     )
 
