@@ -271,3 +271,42 @@ async def test_engine_shutdown_marks_the_running_prompt_interrupted_and_a_new_en
     finally:
         await second.close()
         await broker.close()
+
+
+async def test_forwarding_survives_a_dropped_broker_connection(
+    pool: asyncpg.Pool, provider: ScriptedProvider, redis_url: str, redis_prefix: str
+) -> None:
+    """Two replicas in one process on Redis: the owner's pub/sub connection is killed; work
+    submitted on the other replica still reaches the owner and runs there."""
+    import redis.asyncio as aioredis
+
+    from core.broker.redis import RedisBroker
+
+    brokers = [RedisBroker(redis_url, redis_prefix) for _ in range(2)]
+    owner, other = (Engine(pool, b, fast_settings(), provider, replica=name)
+                    for b, name in zip(brokers, ("owner", "other"), strict=True))
+    await owner.start()
+    await other.start()
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        _, thread = keys()
+        first = await owner.submit_prompt(f"{thread}:1", thread, ALICE, script({"sleep": 1}))
+        await wait_state(pool, first.prompt_id, "running")
+        ours = [c["id"] for c in await admin.client_list(_type="pubsub")
+                if c["name"] == f"{redis_prefix}pubsub"]
+        assert ours
+        for client_id in ours:
+            await admin.client_kill_filter(_id=client_id)
+        second = await other.submit_prompt(f"{thread}:2", thread, BOB, "after the drop")
+        assert await wait_state(pool, second.prompt_id, "done") == "done"
+        assert await pool.fetchval("SELECT owner_replica FROM sessions WHERE id = $1",
+                                   first.session_id) == "owner"
+        starts = [row["prompt_id"] for row in await event_log(pool, first.session_id)
+                  if row["type"] == "prompt_started"]
+        assert starts == [first.prompt_id, second.prompt_id]
+    finally:
+        await admin.aclose()
+        await owner.close()
+        await other.close()
+        for broker in brokers:
+            await broker.close()
