@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from core.crypto import generate_key
 from core.datadir import DataDir
 from core.errors import OpenInspectError
 from core.store.migrations import migrate
+from core.terminal import run_session
 
 log = logging.getLogger("open-inspect")
 
@@ -28,21 +30,45 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("up", help="run everything in one process (engine and HTTP server)")
     commands.add_parser("migrate", help="apply database migrations and exit")
     commands.add_parser("keygen", help="print a new random key (base64 of 32 bytes)")
+    run = commands.add_parser("run", help="run one prompt in a new session, from the terminal")
+    run.add_argument(
+        "--repo",
+        required=True,
+        help="owner/name from OPEN_INSPECT_REPOSITORIES, a git URL or a local path",
+    )
+    run.add_argument("prompt", help="what the agent should do")
+    commands.add_parser("sandbox", help="the sandbox supervisor (started by a provider)")
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=os.environ.get("OPEN_INSPECT_LOG_LEVEL", "INFO"),
+        # `run` talks to a person on the terminal: only problems are logged there.
+        level=os.environ.get(
+            "OPEN_INSPECT_LOG_LEVEL", "WARNING" if args.command == "run" else "INFO"
+        ),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "keygen":
         print(generate_key())
         return 0
+    if args.command == "sandbox":
+        from sandbox.supervisor import main as sandbox_main
+
+        return sandbox_main()
     try:
         settings = Settings()
     except ValidationError as exc:
         print(f"open-inspect: bad configuration:\n{_describe(exc)}", file=sys.stderr)
         return 2
+    if args.command == "run":
+        if not args.prompt.strip():
+            print(
+                "open-inspect: the prompt is empty: say what you would like done", file=sys.stderr
+            )
+            return 2
+        command = functools.partial(run_session, repo=args.repo, prompt=args.prompt)
+    else:
+        command = _COMMANDS[args.command]
     try:
-        return asyncio.run(_COMMANDS[args.command](settings))
+        return asyncio.run(command(settings))
     except OpenInspectError as exc:
         print(f"open-inspect: {exc}", file=sys.stderr)
         return 2

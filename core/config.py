@@ -73,6 +73,17 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_ours("ALLOWED_CHANNELS")
     )
 
+    sandbox_isolation: Literal["auto", "host-network", "none"] = Field(
+        "auto", validation_alias=_ours("SANDBOX_ISOLATION")
+    )
+    git_push_credentials: CommaList = Field(
+        default_factory=list, validation_alias=_ours("GIT_PUSH_CREDENTIALS")
+    )
+    session_spend_limit_usd: float | None = Field(
+        None, gt=0, validation_alias=_ours("SESSION_SPEND_LIMIT_USD")
+    )
+    model_prices: str = Field("", validation_alias=_ours("MODEL_PRICES"))
+
     # --- engine tuning (every timer configurable so tests run in seconds) ---
     max_prompt_bytes: int = Field(64 * 1024, gt=0, validation_alias=_ours("MAX_PROMPT_BYTES"))
     lease_ttl_seconds: float = Field(15.0, gt=0, validation_alias=_ours("LEASE_TTL_SECONDS"))
@@ -81,6 +92,13 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(10, ge=2, validation_alias=_ours("DATABASE_POOL_SIZE"))
     idle_transaction_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=_ours("IDLE_TRANSACTION_TIMEOUT_SECONDS")
+    )
+    heartbeat_seconds: float = Field(10.0, gt=0, validation_alias=_ours("HEARTBEAT_SECONDS"))
+    heartbeat_stale_seconds: float = Field(
+        90.0, gt=0, validation_alias=_ours("HEARTBEAT_STALE_SECONDS")
+    )
+    connect_timeout_seconds: float = Field(
+        120.0, gt=0, validation_alias=_ours("CONNECT_TIMEOUT_SECONDS")
     )
     redis_prefix: str = Field("open-inspect:", validation_alias=_ours("REDIS_PREFIX"))
 
@@ -110,6 +128,15 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("git_push_credentials")
+    @classmethod
+    def _check_push_credentials(cls, value: list[str]) -> list[str]:
+        for item in value:
+            name, sep, secret = item.partition("=")
+            if not sep or name.count("/") != 1 or ":" not in secret:
+                raise ValueError("entries are owner/name=username:token")
+        return value
+
     @field_validator("model")
     @classmethod
     def _check_model(cls, value: str | None) -> str | None:
@@ -121,7 +148,7 @@ class Settings(BaseSettings):
     def _default_model(self) -> Settings:
         if self.model is None:
             if self.anthropic_api_key or self.anthropic_base_url:
-                self.model = "anthropic:claude-sonnet-4-5"
+                self.model = "anthropic:claude-sonnet-4-6"
             else:
                 self.model = "openai:gpt-4.1"
         return self
@@ -134,6 +161,15 @@ class Settings(BaseSettings):
     @property
     def repository_urls(self) -> dict[str, str]:
         return dict(item.split("=", 1) for item in self.repositories)
+
+    @property
+    def push_credentials(self) -> dict[str, tuple[str, str]]:
+        found = {}
+        for item in self.git_push_credentials:
+            name, _, secret = item.partition("=")
+            user, _, token = secret.partition(":")
+            found[name] = (user, token)
+        return found
 
     def integrations(self) -> dict[str, bool]:
         """Which external services are configured (shown by /healthz)."""

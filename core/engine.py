@@ -8,6 +8,7 @@ started here when nobody does. A periodic scan adopts sessions whose owner died.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -25,6 +26,7 @@ from core.eventlog import follow
 from core.models import Author, Event, Prompt, SessionInfo, Submitted
 from core.sandboxes import SandboxProvider
 from core.store import prompts as prompt_store
+from core.store import sandboxes as sandbox_store
 from core.store import sessions as session_store
 
 log = logging.getLogger(__name__)
@@ -143,6 +145,40 @@ class Engine:
         if prompt.state != "queued":
             raise BadInput(f"Prompt {prompt_id} is {prompt.state}, not queued: nothing to cancel.")
         await self._deliver(prompt.session_id, {"kind": "cancel", "prompt_id": prompt_id, "by": by})
+
+    async def push(self, session_id: str, by: str, timeout: float = 300.0) -> Event:
+        """Have the session's sandbox push its work to `open-inspect/<session>`; returns the
+        `pushed` or `push_failed` event."""
+        info = await self.session(session_id)
+        request_id = uuid.uuid4().hex[:12]
+        await self._deliver(session_id, {"kind": "push", "request_id": request_id, "by": by})
+        async with asyncio.timeout(timeout):
+            async for event in follow(self._pool, self._broker, session_id, info.last_seq):
+                if (
+                    event.type in ("pushed", "push_failed")
+                    and event.data.get("request_id") == request_id
+                ):
+                    return event
+        raise AssertionError("unreachable: follow() never ends")
+
+    def use_provider(self, provider: SandboxProvider) -> None:
+        """Set the sandbox provider (it may need the engine's HTTP address, known later)."""
+        self._ctx.provider = provider
+
+    # ----- the model proxy's authority -------------------------------------------------------
+
+    async def authorize(self, token: str) -> str | None:
+        found = await sandbox_store.authenticate(self._pool, token)
+        return found[1] if found else None
+
+    async def spend_left(self, session_id: str) -> float | None:
+        limit = self.settings.session_spend_limit_usd
+        if limit is None:
+            return None
+        return limit - await session_store.spent(self._pool, session_id)
+
+    async def record_usage(self, session_id: str, usage: Any) -> None:
+        await self._deliver(session_id, {"kind": "usage", "usage": dataclasses.asdict(usage)})
 
     async def session(self, session_id: str) -> SessionInfo:
         _check_key("session id", session_id)

@@ -32,3 +32,8 @@ class Fenced(OpenInspectError):
 
 class SandboxFailed(OpenInspectError):
     """The sandbox could not finish a prompt (it died, timed out or refused)."""
+
+
+class AgentFailed(SandboxFailed):
+    """The agent could not finish the prompt (the model failed, a limit was hit); the sandbox
+    itself is fine and keeps the conversation."""

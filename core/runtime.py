@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 from aiohttp import web
 
+from core.bridge import BridgeEndpoint
 from core.broker import Broker, open_broker
 from core.config import Settings
 from core.datadir import DataDir
 from core.engine import Engine
 from core.errors import ConfigError
+from core.gitcreds import GitCredentials
 from core.http import make_app
+from core.pricing import Pricing
+from core.proxy import Upstream, add_proxy_routes
 from core.sandboxes import SandboxProvider
+from core.sandboxes.local import LocalProvider
 from core.store import embedded
 from core.store.db import open_pool
 
@@ -44,6 +50,47 @@ async def database_url(settings: Settings, data_dir: DataDir) -> str:
     return await embedded.start(data_dir.postgres)
 
 
+def _app(runtime: Runtime) -> web.Application:
+    settings, engine = runtime.settings, runtime.engine
+    app = make_app(runtime)
+    runtime.bridge = BridgeEndpoint(runtime.pool, runtime.broker)
+    runtime.bridge.add_routes(app)
+    GitCredentials(runtime.pool, runtime.broker, settings).add_routes(app)
+    anthropic = (
+        Upstream(
+            settings.anthropic_base_url or "https://api.anthropic.com", settings.anthropic_api_key
+        )
+        if settings.anthropic_api_key or settings.anthropic_base_url
+        else None
+    )
+    openai = (
+        Upstream(settings.openai_base_url or "https://api.openai.com/v1", settings.openai_api_key)
+        if settings.openai_api_key or settings.openai_base_url
+        else None
+    )
+    add_proxy_routes(app, engine, anthropic, openai, Pricing.parse(settings.model_prices))
+    return app
+
+
+async def _serve(runtime: Runtime, data_dir: DataDir) -> None:
+    """HTTP on the configured TCP port, and on a unix socket in the data dir for sandboxes that
+    have no network path to this machine's loopback."""
+    settings = runtime.settings
+    runner = web.AppRunner(_app(runtime), access_log=None)
+    await runner.setup()
+    runtime._runner = runner
+    await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+    host, port = runner.addresses[0][:2]
+    runtime.http_url = f"http://{host}:{port}"
+    socket_path = data_dir.path / "run" / f"engine-{runtime.engine.replica}.sock"
+    if len(str(socket_path)) < 100:  # the kernel's limit for a unix socket path is 108
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        await web.UnixSite(runner, str(socket_path)).start()
+        runtime.socket_path = socket_path
+    else:
+        log.warning("data dir path too long for a unix socket: sandboxes share the host network")
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -52,12 +99,17 @@ class Runtime:
     engine: Engine
     database_url: str
     http_url: str = ""
+    socket_path: Path | None = None
+    bridge: BridgeEndpoint | None = None
     _runner: web.AppRunner | None = field(default=None, repr=False)
 
     async def close(self) -> None:
+        # Actors first: they stop their sandboxes, which may still talk to the HTTP server.
+        await self.engine.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.engine.close()
+        if self.socket_path is not None:
+            self.socket_path.unlink(missing_ok=True)
         await self.broker.close()
         await self.pool.close()
 
@@ -85,13 +137,11 @@ async def start(
             raise ConfigError(f"Cannot reach Redis at REDIS_URL: {exc}") from exc
         await engine.start()
         if serve_http:
-            runner = web.AppRunner(make_app(runtime), access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, settings.http_host, settings.http_port)
-            await site.start()
-            runtime._runner = runner
-            host, port = runner.addresses[0][:2]
-            runtime.http_url = f"http://{host}:{port}"
+            await _serve(runtime, data_dir)
+        if provider is None and serve_http and settings.sandbox_provider == "local":
+            engine.use_provider(
+                LocalProvider(settings, pool, broker, runtime.http_url, runtime.socket_path)
+            )
     except BaseException:
         await runtime.close()
         raise

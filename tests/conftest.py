@@ -134,9 +134,20 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def redis_prefix() -> str:
-    """A key prefix of this test's own, so tests never see each other's keys."""
-    return f"oi-test:{uuid.uuid4().hex[:12]}:"
+def redis_prefix(redis_url: str) -> str:
+    """A key prefix of this test's own, so tests never see each other's keys; its keys are
+    deleted afterwards."""
+    import redis
+
+    prefix = f"oi-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture

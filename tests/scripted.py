@@ -26,6 +26,7 @@ class ScriptedSandbox:
         self.aborted = asyncio.Event()
         self.closed = False
         self.prompts: list[PromptRequest] = []
+        self.pushed: list[str] = []
 
     async def run(self, request: PromptRequest) -> AsyncIterator[AgentEvent]:
         self.aborted.clear()
@@ -63,6 +64,10 @@ class ScriptedSandbox:
 
     async def abort(self) -> None:
         self.aborted.set()
+
+    async def push(self, branch: str) -> str:
+        self.pushed.append(branch)
+        return f"scripted-commit-{len(self.pushed)}"
 
     async def close(self) -> None:
         self.closed = True

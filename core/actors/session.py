@@ -14,7 +14,7 @@ import asyncpg
 
 from core.broker import Broker, Lease
 from core.config import Settings
-from core.errors import Fenced, SandboxFailed
+from core.errors import AgentFailed, Fenced, SandboxFailed
 from core.eventlog import EventLog
 from core.models import Prompt
 from core.sandboxes import PromptRequest, Sandbox, SandboxProvider
@@ -46,6 +46,14 @@ async def _cancelled(task: asyncio.Task[Any] | None) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+def _when_committed(callback: Callable[[], None]) -> Callable[[asyncio.Future[Any]], None]:
+    def done(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            callback()
+
+    return done
+
+
 class _SteppedDown(Exception):
     """The lease was lost: stop at once and write nothing more."""
 
@@ -70,6 +78,7 @@ class SessionActor:
         self._stop_reason: str | None = None
         self._exiting = False
         self._lease_lost = False
+        self._deferred: list[dict[str, Any]] = []
         self._log_context = f"session {session_id}"
         self.task = asyncio.create_task(self._main(), name=f"actor:{session_id}")
 
@@ -173,6 +182,13 @@ class SessionActor:
             await self._cancel(int(message["prompt_id"]), message.get("by") or "someone")
         elif kind == "wake":
             await self._announce_new_prompts()
+        elif kind == "usage":
+            self._record_usage(message["usage"])
+        elif kind == "push":
+            if self._running is not None:
+                self._deferred.append(message)  # after the running prompt's commit
+            else:
+                await self._push(message)
         else:
             log.warning("session %s: unknown message %r ignored", self.session_id, message)
 
@@ -189,6 +205,33 @@ class SessionActor:
         prompt = await prompt_store.get(self._ctx.pool, prompt_id)
         if prompt is not None and prompt.session_id == self.session_id and prompt.state == "queued":
             await self._finish(prompt, "cancelled", f"cancelled by {by}")
+
+    def _record_usage(self, usage: dict[str, Any]) -> None:
+        """Model usage counted by the proxy: an event, and the session's running totals."""
+
+        async def add(conn: asyncpg.Connection) -> None:
+            await session_store.add_usage(
+                conn,
+                self.session_id,
+                usage["input_tokens"],
+                usage["output_tokens"],
+                usage["cost_usd"],
+            )
+
+        prompt_id = self._running.id if self._running is not None else None
+        self._emit("usage", usage, prompt_id=prompt_id, mutate=add)
+
+    async def _push(self, message: dict[str, Any]) -> None:
+        branch = f"open-inspect/{self.session_id}"
+        request = {"request_id": message["request_id"], "by": message.get("by"), "branch": branch}
+        try:
+            sandbox = await self._ensure_sandbox()
+            commit = await sandbox.push(branch)
+        except SandboxFailed as exc:
+            self._emit("push_failed", {**request, "reason": str(exc)})
+        else:
+            self._emit("pushed", {**request, "commit": commit})
+        await self._flush()
 
     # ----- prompts ---------------------------------------------------------------------------
 
@@ -252,6 +295,8 @@ class SessionActor:
             await _cancelled(getter)
         await self._finish(prompt, state, reason)
         self._running = None
+        while self._deferred:
+            await self._handle(self._deferred.pop(0))
 
     async def _drive(self, prompt: Prompt) -> tuple[str, str | None]:
         """Run the prompt in the sandbox; the outcome as (state, reason)."""
@@ -259,11 +304,14 @@ class SessionActor:
         try:
             sandbox = await self._ensure_sandbox()
             async for event in sandbox.run(request):
-                self._emit(event.type, event.data, prompt_id=prompt.id)
+                appended = self._emit(event.type, event.data, prompt_id=prompt.id)
+                if event.committed is not None:
+                    appended.add_done_callback(_when_committed(event.committed))
         except SandboxFailed as exc:
             if self._stop_reason:
                 return "stopped", self._stop_reason
-            await self._drop_sandbox()
+            if not isinstance(exc, AgentFailed):
+                await self._drop_sandbox()
             return "failed", str(exc)
         if self._stop_reason:
             return "stopped", self._stop_reason
@@ -329,11 +377,11 @@ class SessionActor:
 
     # ----- the log ---------------------------------------------------------------------------
 
-    def _emit(self, type: str, data: dict[str, Any], **kwargs: Any) -> None:
+    def _emit(self, type: str, data: dict[str, Any], **kwargs: Any) -> asyncio.Future[Any]:
         assert self._log is not None
         if self._log.fenced:
             raise _SteppedDown("a newer owner holds this session")
-        self._log.append(type, data, **kwargs)
+        return self._log.append(type, data, **kwargs)
 
     async def _flush(self) -> None:
         assert self._log is not None

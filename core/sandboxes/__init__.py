@@ -6,7 +6,7 @@ prompt at a time and streams what the agent does as `AgentEvent`s.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +27,8 @@ class AgentEvent:
 
     type: str
     data: dict[str, Any] = field(default_factory=dict)
+    # Called once the event is committed to the log: the sandbox may then forget it.
+    committed: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 class Sandbox(Protocol):
@@ -37,6 +39,10 @@ class Sandbox(Protocol):
 
     async def abort(self) -> None:
         """Stop the running prompt (and everything it started) as fast as possible."""
+        ...
+
+    async def push(self, branch: str) -> str:
+        """Push the workspace's HEAD to `branch` (fast-forward only); returns the commit."""
         ...
 
     async def close(self) -> None: ...

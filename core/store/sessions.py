@@ -105,3 +105,25 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> Sessi
 
 async def by_thread(conn: asyncpg.Connection | asyncpg.Pool, thread_key: str) -> str | None:
     return await conn.fetchval("SELECT session_id FROM threads WHERE thread_key = $1", thread_key)
+
+
+async def add_usage(
+    conn: asyncpg.Connection,
+    session_id: str,
+    input_tokens: int,
+    output_tokens: int,
+    cost_usd: float,
+) -> None:
+    await conn.execute(
+        """UPDATE sessions SET input_tokens = input_tokens + $2,
+               output_tokens = output_tokens + $3, cost_usd = cost_usd + $4
+           WHERE id = $1""",
+        session_id,
+        input_tokens,
+        output_tokens,
+        cost_usd,
+    )
+
+
+async def spent(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> float:
+    return await conn.fetchval("SELECT cost_usd FROM sessions WHERE id = $1", session_id) or 0.0

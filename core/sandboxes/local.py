@@ -1,0 +1,503 @@
+"""The `local` provider: a sandbox is a process on this machine, one per session, isolated with
+bubblewrap when it is installed (and given its own network with slirp4netns when that is too).
+
+Inside bubblewrap the sandbox sees only the system directories, the Python installation, the
+runtime's own source, its session's directory (read-write) and, for a local origin repository,
+that repository. The data dir, other sessions and the engine's keys are not there. With
+slirp4netns it has outbound network but no host loopback, so PostgreSQL, Redis and the engine's
+TCP port are unreachable: the bridge and the model proxy arrive over a bind-mounted unix socket.
+
+Local sandboxes die with their engine (`--die-with-parent`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+import core
+from core.broker import Broker
+from core.config import Settings
+from core.errors import AgentFailed, SandboxFailed
+from core.gitcreds import push_key
+from core.protocol import (
+    AgentEventFrame,
+    Author,
+    ErrorFrame,
+    PromptComplete,
+    PromptFrame,
+    Push,
+    PushComplete,
+    PushError,
+    Ready,
+    Shutdown,
+    Stop,
+)
+from core.sandboxes import AgentEvent, PromptRequest
+from core.sandboxes.channel import SandboxChannel
+from core.store import sandboxes as sandbox_store
+
+log = logging.getLogger(__name__)
+
+SOCKET_INSIDE = "/run/open-inspect/engine.sock"
+_ETC = (
+    "resolv.conf",
+    "hosts",
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "ssl",
+    "ca-certificates",
+    "alternatives",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "gitconfig",
+    "mime.types",
+    "bash.bashrc",
+    "profile",
+)
+
+
+def strip_userinfo(url: str) -> str:
+    """The clone URL a sandbox may see: credentials stay in core."""
+    parts = urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def local_path(url: str) -> Path | None:
+    """The directory of a repository given as a path or file:// URL, else None."""
+    if url.startswith("file://"):
+        return Path(urlsplit(url).path)
+    if "://" not in url and not url.startswith("git@"):
+        return Path(url)
+    return None
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        broker: Broker,
+        core_url: str,
+        core_socket: Path | None,
+    ) -> None:
+        self.settings = settings
+        self._pool = pool
+        self._broker = broker
+        self._core_url = core_url
+        self._core_socket = core_socket
+        isolation = settings.sandbox_isolation
+        self.bwrap = shutil.which("bwrap") if isolation != "none" else None
+        own_network = self.bwrap and core_socket and isolation == "auto"
+        self.slirp = shutil.which("slirp4netns") if own_network else None
+        if self.bwrap is None:
+            log.warning(
+                "bubblewrap is not installed: local sandboxes run as PLAIN PROCESSES "
+                "with full access to this machine. Install bubblewrap to isolate them."
+            )
+
+    async def create(self, session_id: str, repository: str | None) -> LocalSandbox:
+        url = self.settings.repository_urls.get(repository) if repository else None
+        if repository and url is None:
+            raise SandboxFailed(
+                f"The repository {repository} is not configured: add it to "
+                "OPEN_INSPECT_REPOSITORIES as owner/name=clone-url."
+            )
+        sandbox_id, token = await sandbox_store.register(self._pool, session_id, self.name)
+        sandbox = LocalSandbox(self, session_id, sandbox_id, token, url)
+        try:
+            await sandbox.start()
+        except BaseException:
+            await sandbox.close()
+            raise
+        return sandbox
+
+
+class LocalSandbox:
+    def __init__(
+        self,
+        provider: LocalProvider,
+        session_id: str,
+        sandbox_id: str,
+        token: str,
+        repository_url: str | None,
+    ) -> None:
+        self.provider = provider
+        self.session_id = session_id
+        self.sandbox_id = sandbox_id
+        settings = provider.settings
+        self.root = (settings.data_dir / "sessions" / session_id).resolve()
+        self.workspace = self.root / "workspace"
+        self._token = token
+        self._repository_url = repository_url
+        self._channel = SandboxChannel(provider._broker, sandbox_id)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._slirp: asyncio.subprocess.Process | None = None
+        self._exited = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._fatal: str | None = None
+        self._prompt_frames: asyncio.Queue[Any] = asyncio.Queue()
+        self._pushes: dict[str, asyncio.Future[Any]] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._warned = False
+
+    @property
+    def isolated(self) -> bool:
+        return self.provider.bwrap is not None
+
+    # ----- process ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._prepare_dirs)
+        await self._channel.open()
+        env = self._environment()
+        if self.isolated:
+            await self._spawn_isolated(env)
+        else:
+            await self._spawn(self._command(), env, cwd=self.root)
+        self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._dispatch())]
+
+    def _prepare_dirs(self) -> None:
+        (self.root / "home").mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "sandbox"]
+
+    def _environment(self) -> dict[str, str]:
+        settings = self.provider.settings
+        via_socket = self.provider.slirp is not None
+        core_url = "http://127.0.0.1:0" if via_socket else self.provider._core_url
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "HOME": str(self.root / "home"),
+            "OPEN_INSPECT_SESSION_ID": self.session_id,
+            "OPEN_INSPECT_WORKSPACE": str(self.workspace),
+            "OPEN_INSPECT_CORE_URL": core_url,
+            "OPEN_INSPECT_BRIDGE_URL": (
+                f"unix:{SOCKET_INSIDE}:/bridge"
+                if via_socket
+                else core_url.replace("http", "ws", 1) + "/bridge"
+            ),
+            "OPEN_INSPECT_MODEL": settings.model or "",
+            "OPEN_INSPECT_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+            "SETUP_TIMEOUT_SECONDS": str(settings.setup_timeout_seconds),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        if via_socket:
+            env["OPEN_INSPECT_CORE_SOCKET"] = SOCKET_INSIDE
+        if self._repository_url:
+            env["OPEN_INSPECT_REPOSITORY_URL"] = strip_userinfo(self._repository_url)
+        return env
+
+    def _bwrap_args(self) -> list[str]:
+        args = [
+            self.provider.bwrap or "bwrap",
+            "--die-with-parent",
+            "--new-session",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+        ]
+        for top in ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/lib32", "/libx32"):
+            path = Path(top)
+            if path.is_symlink():
+                args += ["--symlink", os.readlink(path), top]
+            elif path.is_dir():
+                args += ["--ro-bind", top, top]
+        for name in _ETC:
+            args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        # The Python that runs the sandbox, its packages, and the runtime's own source.
+        for path in {
+            Path(sys.base_prefix),
+            Path(sys.prefix),
+            Path(core.__file__).parent,
+            Path(core.__file__).parent.parent / "sandbox",
+        }:
+            args += ["--ro-bind", str(path), str(path)]
+        args += ["--bind", str(self.root), str(self.root), "--chdir", str(self.root)]
+        origin = local_path(self._repository_url) if self._repository_url else None
+        if origin is not None and origin.exists():
+            # A local origin is the caller's own repository: pushes write into it.
+            args += ["--bind", str(origin.resolve()), str(origin.resolve())]
+        if self.provider.slirp is not None:
+            args += ["--unshare-net", "--bind", str(self.provider._core_socket), SOCKET_INSIDE]
+        return args
+
+    async def _spawn_isolated(self, env: dict[str, str]) -> None:
+        if self.provider.slirp is None:
+            await self._spawn([*self._bwrap_args(), "--", *self._command()], env, cwd=self.root)
+            return
+        # bwrap reports the namespace's pid on --info-fd and waits on --block-fd until
+        # slirp4netns has set up the network, so the sandbox never starts without it.
+        info_r, info_w = os.pipe()
+        block_r, block_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        try:
+            command = [
+                *self._bwrap_args(),
+                "--info-fd",
+                str(info_w),
+                "--block-fd",
+                str(block_r),
+                "--",
+                *self._command(),
+            ]
+            await self._spawn(command, env, cwd=self.root, pass_fds=(info_w, block_r))
+            os.close(info_w)
+            info_w = -1
+            info = await asyncio.to_thread(_read_json, info_r)
+            self._slirp = await asyncio.create_subprocess_exec(
+                self.provider.slirp,
+                "--configure",
+                "--mtu=65520",
+                "--disable-host-loopback",
+                "--ready-fd",
+                str(ready_w),
+                str(info["child-pid"]),
+                "tap0",
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                pass_fds=(ready_w,),
+            )
+            os.close(ready_w)
+            ready_w = -1
+            if not await asyncio.to_thread(os.read, ready_r, 1):
+                raise SandboxFailed("slirp4netns could not set up the sandbox's network.")
+            os.write(block_w, b"1")
+        finally:
+            for fd in (info_r, info_w, block_r, block_w, ready_r, ready_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+    async def _spawn(
+        self, command: list[str], env: dict[str, str], cwd: Path, pass_fds: tuple[int, ...] = ()
+    ) -> None:
+        log_file = (self.root / "sandbox.log").open("ab")
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *command,
+                env=env,
+                cwd=cwd,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=pass_fds,
+            )
+        finally:
+            log_file.close()
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(self._token.encode() + b"\n")
+        await self._proc.stdin.drain()
+        self._proc.stdin.close()
+        log.info(
+            "session %s: sandbox %s started (pid %s, %s)",
+            self.session_id,
+            self.sandbox_id,
+            self._proc.pid,
+            "bubblewrap" + (" + slirp4netns" if self.provider.slirp else "")
+            if self.isolated
+            else "NOT ISOLATED",
+        )
+
+    async def _watch(self) -> None:
+        assert self._proc is not None
+        code = await self._proc.wait()
+        self._exited.set()
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        self._fail(f"The sandbox process ended unexpectedly ({how}).")
+
+    def _fail(self, reason: str) -> None:
+        if self._fatal is None:
+            self._fatal = reason
+        self._prompt_frames.put_nowait(None)
+        for future in self._pushes.values():
+            if not future.done():
+                future.set_exception(SandboxFailed(reason))
+
+    # ----- frames ----------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            frame = await self._channel.frames.get()
+            if isinstance(frame, Ready):
+                self._ready.set()
+                self._channel.acknowledge(frame)
+            elif isinstance(frame, (PushComplete, PushError)):
+                self._channel.acknowledge(frame)
+                future = self._pushes.pop(frame.request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(frame)
+            elif isinstance(frame, ErrorFrame) and frame.fatal:
+                self._channel.acknowledge(frame)
+                self._fail(frame.message)
+            else:
+                await self._prompt_frames.put(frame)
+
+    async def _next_prompt_frame(self) -> Any:
+        """The next frame for the running prompt; SandboxFailed when the sandbox is gone."""
+        stale = self.provider.settings.heartbeat_stale_seconds
+        while True:
+            if self._fatal is not None and self._prompt_frames.empty():
+                raise SandboxFailed(self._fatal)
+            try:
+                frame = await asyncio.wait_for(self._prompt_frames.get(), timeout=1.0)
+            except TimeoutError:
+                silent = time.monotonic() - self._channel.last_seen
+                if silent > stale:
+                    self._fail(f"The sandbox stopped responding (no heartbeat for {silent:.0f} s).")
+                continue
+            if frame is None:
+                continue
+            return frame
+
+    async def _wait_ready(self) -> None:
+        timeout = self.provider.settings.connect_timeout_seconds
+        ready = asyncio.create_task(self._ready.wait())
+        exited = asyncio.create_task(self._exited.wait())
+        try:
+            await asyncio.wait(
+                {ready, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ready.cancel()
+            exited.cancel()
+        if self._ready.is_set():
+            return
+        # A fatal error frame (a failed clone) says more than the exit code.
+        await asyncio.sleep(0.2)
+        if self._fatal is None:
+            self._fail(f"The sandbox did not connect within {timeout:g} s.")
+        raise SandboxFailed(self._fatal or "The sandbox failed to start.")
+
+    # ----- the sandbox interface -------------------------------------------------------------
+
+    async def run(self, request: PromptRequest) -> AsyncIterator[AgentEvent]:
+        if not self.isolated and not self._warned:
+            self._warned = True
+            yield AgentEvent(
+                "warning",
+                {
+                    "kind": "isolation",
+                    "level": "warning",
+                    "message": "This sandbox is a plain process (bubblewrap is not installed): "
+                    "the agent can read everything this machine's user can.",
+                },
+            )
+        await self._wait_ready()
+        author = request.author
+        email = author.email or (
+            f"{author.id.rsplit(':', 1)[-1]}@{self.provider.settings.noreply_domain}"
+        )
+        await self._channel.send(
+            PromptFrame(
+                prompt_id=request.prompt_id,
+                text=request.text,
+                author=Author(name=author.name, email=email),
+            )
+        )
+        while True:
+            frame = await self._next_prompt_frame()
+            if getattr(frame, "prompt_id", None) not in (None, request.prompt_id):
+                self._channel.acknowledge(frame)  # a late frame of an earlier prompt
+                continue
+            done = _committer(self._channel, frame)
+            if isinstance(frame, AgentEventFrame):
+                yield AgentEvent(frame.type, frame.data, done)
+            elif isinstance(frame, PromptComplete):
+                yield AgentEvent(
+                    "prompt_complete", frame.model_dump(exclude={"type", "seq", "prompt_id"}), done
+                )
+                return
+            elif isinstance(frame, ErrorFrame):
+                done()
+                raise AgentFailed(frame.message)
+
+    async def abort(self) -> None:
+        await self._channel.send(Stop())
+
+    async def push(self, branch: str, timeout: float = 120.0) -> str:
+        """Have the sandbox push HEAD to `branch`; raises SandboxFailed with git's reason."""
+        await self._wait_ready()
+        request_id = secrets.token_hex(6)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pushes[request_id] = future
+        broker = self.provider._broker
+        # Only now may the sandbox's git get the write credential.
+        await broker.cache_set(push_key(self.sandbox_id), b"1", timeout)
+        try:
+            await self._channel.send(Push(request_id=request_id, branch=branch))
+            result = await asyncio.wait_for(future, timeout)
+        finally:
+            await broker.cache_delete(push_key(self.sandbox_id))
+        if isinstance(result, PushError):
+            raise SandboxFailed(f"The push failed: {result.message}")
+        return result.commit
+
+    async def close(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(Exception):
+                await self._channel.send(Shutdown())
+            try:
+                await asyncio.wait_for(self._exited.wait(), 3)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                await self._proc.wait()
+        if self._slirp is not None and self._slirp.returncode is None:
+            self._slirp.kill()
+            await self._slirp.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._channel.close()
+        await sandbox_store.revoke(self.provider._pool, self.sandbox_id)
+
+
+def _committer(channel: SandboxChannel, frame: Any):  # noqa: ANN202 - a small closure
+    def committed() -> None:
+        channel.acknowledge(frame)
+
+    return committed
+
+
+def _read_json(fd: int) -> dict[str, Any]:
+    data = b""
+    while not data.rstrip().endswith(b"}"):
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return json.loads(data)
