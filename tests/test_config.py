@@ -12,8 +12,12 @@ from core.config import Settings
 
 def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
     for name in list(os.environ):
-        if name.startswith("OPEN_INSPECT_") or name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
-                                                         "DATABASE_URL", "REDIS_URL"):
+        if name.startswith("OPEN_INSPECT_") or name in (
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_BASE_URL",
+            "DATABASE_URL",
+            "REDIS_URL",
+        ):
             monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -42,15 +46,19 @@ def test_lists_are_comma_separated_not_json(monkeypatch: pytest.MonkeyPatch) -> 
     assert s.admins == ["U1", "U2", "U3"]
     assert s.allowed_channels == ["C1"]
     assert s.allowed_users == []
-    assert s.repository_urls == {"acme/web": "https://example.test/acme/web.git",
-                                 "acme/api": "/srv/api"}
+    assert s.repository_urls == {
+        "acme/web": "https://example.test/acme/web.git",
+        "acme/api": "/srv/api",
+    }
 
 
 def test_anthropic_is_the_default_model_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings(monkeypatch, ANTHROPIC_BASE_URL="http://127.0.0.1:9").model.startswith(
-        "anthropic:")
-    assert settings(monkeypatch, OPEN_INSPECT_MODEL="openai:local-llama").model == \
-        "openai:local-llama"
+        "anthropic:"
+    )
+    assert (
+        settings(monkeypatch, OPEN_INSPECT_MODEL="openai:local-llama").model == "openai:local-llama"
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,7 +79,17 @@ def test_bad_values_name_the_problem(
 
 
 def test_integrations_report_what_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = settings(monkeypatch, SLACK_BOT_TOKEN="xoxb-1", SLACK_APP_TOKEN="xapp-1",
-                 GITHUB_APP_ID="1", GITHUB_APP_PRIVATE_KEY_PATH="/k.pem")
-    assert s.integrations() == {"slack": True, "github_app": True, "github_oauth": False,
-                                "anthropic": False, "openai": False}
+    s = settings(
+        monkeypatch,
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_APP_TOKEN="xapp-1",
+        GITHUB_APP_ID="1",
+        GITHUB_APP_PRIVATE_KEY_PATH="/k.pem",
+    )
+    assert s.integrations() == {
+        "slack": True,
+        "github_app": True,
+        "github_oauth": False,
+        "anthropic": False,
+        "openai": False,
+    }

@@ -283,8 +283,10 @@ async def test_forwarding_survives_a_dropped_broker_connection(
     from core.broker.redis import RedisBroker
 
     brokers = [RedisBroker(redis_url, redis_prefix) for _ in range(2)]
-    owner, other = (Engine(pool, b, fast_settings(), provider, replica=name)
-                    for b, name in zip(brokers, ("owner", "other"), strict=True))
+    owner, other = (
+        Engine(pool, b, fast_settings(), provider, replica=name)
+        for b, name in zip(brokers, ("owner", "other"), strict=True)
+    )
     await owner.start()
     await other.start()
     admin = aioredis.Redis.from_url(redis_url)
@@ -292,17 +294,27 @@ async def test_forwarding_survives_a_dropped_broker_connection(
         _, thread = keys()
         first = await owner.submit_prompt(f"{thread}:1", thread, ALICE, script({"sleep": 1}))
         await wait_state(pool, first.prompt_id, "running")
-        ours = [c["id"] for c in await admin.client_list(_type="pubsub")
-                if c["name"] == f"{redis_prefix}pubsub"]
+        ours = [
+            c["id"]
+            for c in await admin.client_list(_type="pubsub")
+            if c["name"] == f"{redis_prefix}pubsub"
+        ]
         assert ours
         for client_id in ours:
             await admin.client_kill_filter(_id=client_id)
         second = await other.submit_prompt(f"{thread}:2", thread, BOB, "after the drop")
         assert await wait_state(pool, second.prompt_id, "done") == "done"
-        assert await pool.fetchval("SELECT owner_replica FROM sessions WHERE id = $1",
-                                   first.session_id) == "owner"
-        starts = [row["prompt_id"] for row in await event_log(pool, first.session_id)
-                  if row["type"] == "prompt_started"]
+        assert (
+            await pool.fetchval(
+                "SELECT owner_replica FROM sessions WHERE id = $1", first.session_id
+            )
+            == "owner"
+        )
+        starts = [
+            row["prompt_id"]
+            for row in await event_log(pool, first.session_id)
+            if row["type"] == "prompt_started"
+        ]
         assert starts == [first.prompt_id, second.prompt_id]
     finally:
         await admin.aclose()

@@ -22,8 +22,17 @@ async def own_redis(tmp_path: Path):
     """A Redis server of this test's own, so the test can take it away."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-        "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
+        shutil.which("redis-server") or "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
         stdout=asyncio.subprocess.DEVNULL,
     )
 
@@ -46,9 +55,15 @@ async def test_health_turns_unhealthy_when_redis_goes_away(
     database_url: str, own_redis, data_dir: Path
 ) -> None:
     proc, url = own_redis
-    settings = fast_settings(database_url=database_url, redis_url=url, http_port=0,
-                             secrets_key=generate_key(), link_secret=generate_key(),
-                             slack_bot_token="xoxb-test", slack_app_token="xapp-test")
+    settings = fast_settings(
+        database_url=database_url,
+        redis_url=url,
+        http_port=0,
+        secrets_key=generate_key(),
+        link_secret=generate_key(),
+        slack_bot_token="xoxb-test",
+        slack_app_token="xapp-test",
+    )
     running = await runtime.start(settings, DataDir(data_dir))
     try:
         async with aiohttp.ClientSession() as http:
@@ -74,8 +89,11 @@ async def test_health_turns_unhealthy_when_redis_goes_away(
 async def test_an_unreachable_redis_at_start_is_a_clear_configuration_error(
     database_url: str, data_dir: Path
 ) -> None:
-    settings = fast_settings(database_url=database_url,
-                             redis_url=f"redis://127.0.0.1:{free_port()}/0",
-                             secrets_key=generate_key(), link_secret=generate_key())
+    settings = fast_settings(
+        database_url=database_url,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        secrets_key=generate_key(),
+        link_secret=generate_key(),
+    )
     with pytest.raises(runtime.ConfigError, match="Cannot reach Redis at REDIS_URL"):
         await runtime.start(settings, DataDir(data_dir), serve_http=False)
