@@ -69,7 +69,7 @@ class Prompt:
             id=row["id"],
             session_id=row["session_id"],
             source_key=row["source_key"],
-            author=Author(row["author_id"], row["author_name"]),
+            author=Author(row["author_id"], row["author_name"], row["author_email"]),
             text=row["text"],
             context=json.loads(row["context"]),
             state=row["state"],

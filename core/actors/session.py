@@ -313,6 +313,12 @@ class SessionActor:
             if not isinstance(exc, AgentFailed):
                 await self._drop_sandbox()
             return "failed", str(exc)
+        except (Fenced, _SteppedDown):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must fail the prompt, visibly
+            log.exception("%s prompt %s: unexpected error", self._log_context, prompt.id)
+            await self._drop_sandbox()
+            return "failed", f"Internal error while running the prompt: {exc!r}"
         if self._stop_reason:
             return "stopped", self._stop_reason
         return "done", None

@@ -20,13 +20,15 @@ async def insert(
 ) -> tuple[Prompt, bool]:
     """Queue a prompt; the same `source_key` again returns the first one, created=False."""
     row = await conn.fetchrow(
-        """INSERT INTO prompts (session_id, source_key, author_id, author_name, text, context)
-           VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+        """INSERT INTO prompts (session_id, source_key, author_id, author_name, author_email,
+                                   text, context)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
            ON CONFLICT (source_key) DO NOTHING RETURNING *""",
         session_id,
         source_key,
         author.id,
         author.name,
+        author.email,
         text,
         json.dumps(context),
     )

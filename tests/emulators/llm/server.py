@@ -328,6 +328,11 @@ class LLMEmulator:
         failure = _Failure(status, retry_after, _error_message(status, message))
         self._failures.extend([failure] * times)
 
+    def clear_faults(self) -> None:
+        """Forget every failure still queued by `fail_next` and `error_midstream_next`."""
+        self._failures.clear()
+        self._midstream_errors.clear()
+
     def error_midstream_next(self, message: str = "Overloaded", times: int = 1) -> None:
         """The next `times` streamed answers break off after some text with an error event."""
         self._midstream_errors.extend([message] * times)

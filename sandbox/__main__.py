@@ -1,0 +1,5 @@
+"""Run the sandbox supervisor: `python -m sandbox` (the token arrives on stdin)."""
+
+from sandbox.supervisor import main
+
+raise SystemExit(main())

@@ -1,0 +1,354 @@
+"""The process that runs inside a sandbox: boots the workspace (clone or fetch, then the
+repository's `.openinspect/setup.sh`), keeps the bridge to core, runs each prompt with the agent,
+commits what changed with the prompt's author, and pushes when core asks.
+
+It reads its bridge token from the first line of stdin, so the token is in no environment
+that the agent's commands could list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.protocol import (
+    AgentEventFrame,
+    ErrorFrame,
+    FileChange,
+    PromptComplete,
+    PromptFrame,
+    Push,
+    PushComplete,
+    PushError,
+    Ready,
+    Shutdown,
+    Stop,
+)
+from sandbox.agents import AgentAborted, AgentError, AgentRuntime, ModelConfig
+from sandbox.agents.builtin import BuiltinAgent
+from sandbox.bridge import BridgeClient, BridgeRefused
+from sandbox.forward import forward_to_socket
+from sandbox.git import Git, GitError
+from sandbox.tools import Tools
+
+log = logging.getLogger("sandbox")
+
+# Never worth committing, whatever the repository's .gitignore says (kept out of the
+# workspace's commits through .git/info/exclude, which is not part of the repository).
+_EXCLUDE = (
+    "__pycache__/",
+    "*.pyc",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    "node_modules/",
+    ".DS_Store",
+)
+
+# What the agent's commands may see of the supervisor's environment.
+_PASS_THROUGH = ("PATH", "LANG", "LC_ALL", "TZ", "TERM")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    session_id: str
+    bridge_url: str
+    core_url: str
+    workspace: Path
+    home: Path
+    repository_url: str | None
+    model: str
+    setup_timeout: float
+    heartbeat: float
+    agent_restarts: int = 3
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> SandboxConfig:
+        workspace = Path(env["OPEN_INSPECT_WORKSPACE"])
+        return cls(
+            session_id=env["OPEN_INSPECT_SESSION_ID"],
+            bridge_url=env["OPEN_INSPECT_BRIDGE_URL"],
+            core_url=env["OPEN_INSPECT_CORE_URL"].rstrip("/"),
+            workspace=workspace,
+            home=Path(env.get("HOME") or workspace.parent / "home"),
+            repository_url=env.get("OPEN_INSPECT_REPOSITORY_URL") or None,
+            model=env.get("OPEN_INSPECT_MODEL", "anthropic:claude-sonnet-4-6"),
+            setup_timeout=float(env.get("SETUP_TIMEOUT_SECONDS", "300")),
+            heartbeat=float(env.get("OPEN_INSPECT_HEARTBEAT_SECONDS", "10")),
+        )
+
+    def model_config(self, token: str) -> ModelConfig:
+        provider, _, name = self.model.partition(":")
+        if provider == "openai":
+            return ModelConfig("openai", name, f"{self.core_url}/proxy/openai/v1", token)
+        return ModelConfig("anthropic", name, f"{self.core_url}/proxy/anthropic", token)
+
+
+def agent_env(config: SandboxConfig) -> dict[str, str]:
+    """The scrubbed environment of the agent's commands: no token, no core address."""
+    env = {name: os.environ[name] for name in _PASS_THROUGH if name in os.environ}
+    env.update(HOME=str(config.home), GIT_TERMINAL_PROMPT="0")
+    return env
+
+
+class Supervisor:
+    def __init__(self, config: SandboxConfig, token: str) -> None:
+        self.config = config
+        self._token = token
+        self._bridge = BridgeClient(config.bridge_url, token, self._on_frame, config.heartbeat)
+        git_env = {
+            **agent_env(config),
+            "OPEN_INSPECT_CREDENTIALS_URL": f"{config.core_url}/git/credentials",
+            "OPEN_INSPECT_SANDBOX_TOKEN": token,
+        }
+        self._git = Git(config.workspace, git_env)
+        self._agent: AgentRuntime | None = None
+        self._crashes = 0
+        self._commands: asyncio.Queue[Any] = asyncio.Queue()
+        self._running: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        bridge = asyncio.create_task(self._bridge.run(), name="bridge")
+        work = asyncio.create_task(self._work(), name="work")
+        finished, _ = await asyncio.wait({bridge, work}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if bridge in finished:
+            exc = bridge.exception()
+            log.error("bridge ended: %s", exc)
+            code = 3 if isinstance(exc, BridgeRefused) else 1
+        else:
+            code = work.result()
+            await self._bridge.drain(timeout=5)
+        for task in (bridge, work, self._running):
+            if task is not None and not task.done():
+                task.cancel()
+        if self._agent is not None:
+            await self._agent.abort()
+        return code
+
+    async def _work(self) -> int:
+        try:
+            await self._boot()
+        except GitError as exc:
+            await self._bridge.send(
+                ErrorFrame(message=f"Could not get the repository: {exc}", fatal=True)
+            )
+            return 1
+        while True:
+            command = await self._commands.get()
+            if isinstance(command, Shutdown):
+                return 0
+            if isinstance(command, PromptFrame):
+                self._running = asyncio.create_task(self._prompt(command))
+                await self._running
+                if self._crashes > self.config.agent_restarts:
+                    await self._bridge.send(
+                        ErrorFrame(
+                            message=f"The agent crashed {self._crashes} times in a row; "
+                            "the sandbox gives up.",
+                            fatal=True,
+                        )
+                    )
+                    return 1
+            elif isinstance(command, Push):
+                await self._push(command)
+
+    async def _on_frame(self, frame: Any) -> None:
+        # Stop must act while a prompt runs, so it bypasses the queue.
+        if isinstance(frame, Stop):
+            if self._agent is not None:
+                await self._agent.abort()
+            return
+        await self._commands.put(frame)
+
+    # ----- boot ------------------------------------------------------------------------------
+
+    async def _boot(self) -> None:
+        config = self.config
+        config.home.mkdir(parents=True, exist_ok=True)
+        if (config.workspace / ".git").exists():
+            await self._git.fetch()
+        elif config.repository_url:
+            await self._git.clone(config.repository_url)
+        else:
+            config.workspace.mkdir(parents=True, exist_ok=True)
+            await self._git.init()
+        _exclude_junk(config.workspace)
+        await self._setup()
+        await self._bridge.send(Ready(head=await self._git.head_or_none()))
+
+    async def _setup(self) -> None:
+        script = self.config.workspace / ".openinspect" / "setup.sh"
+        if not script.is_file():
+            return
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            str(script),
+            cwd=self.config.workspace,
+            env=agent_env(self.config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(), self.config.setup_timeout)
+        except TimeoutError:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            await self._warn(
+                "setup",
+                f".openinspect/setup.sh was killed after "
+                f"{self.config.setup_timeout:g} s; the session goes on "
+                "without it finishing.",
+            )
+            return
+        tail = output.decode(errors="replace")[-2000:]
+        if proc.returncode != 0:
+            await self._warn(
+                "setup",
+                f".openinspect/setup.sh failed (exit {proc.returncode}); "
+                f"the session goes on.\n{tail}",
+            )
+        else:
+            await self._bridge.send(
+                AgentEventFrame(
+                    type="warning",
+                    data={
+                        "kind": "setup",
+                        "level": "info",
+                        "message": ".openinspect/setup.sh succeeded",
+                    },
+                )
+            )
+
+    async def _warn(self, kind: str, message: str, prompt_id: int | None = None) -> None:
+        await self._bridge.send(
+            AgentEventFrame(
+                type="warning",
+                prompt_id=prompt_id,
+                data={"kind": kind, "level": "warning", "message": message},
+            )
+        )
+
+    # ----- prompts ---------------------------------------------------------------------------
+
+    def _make_agent(self) -> AgentRuntime:
+        tools = Tools(self.config.workspace, agent_env(self.config))
+        return BuiltinAgent(self.config.model_config(self._token), tools)
+
+    async def _prompt(self, frame: PromptFrame) -> None:
+        if self._agent is None:
+            self._agent = self._make_agent()
+        base = await self._git.head_or_none()
+
+        async def emit(event: str, data: dict[str, Any]) -> None:
+            await self._bridge.send(
+                AgentEventFrame(type=event, prompt_id=frame.prompt_id, data=data)
+            )
+
+        error: ErrorFrame | None = None
+        answer = ""
+        try:
+            answer = await self._agent.run(frame.text, emit)
+            self._crashes = 0
+        except AgentAborted:
+            error = ErrorFrame(prompt_id=frame.prompt_id, message="stopped", aborted=True)
+        except AgentError as exc:
+            error = ErrorFrame(prompt_id=frame.prompt_id, message=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a crashed agent is replaced, with backoff
+            self._crashes += 1
+            log.exception("agent crashed (%d in a row)", self._crashes)
+            self._agent = None
+            await asyncio.sleep(min(0.5 * 2 ** (self._crashes - 1), 10))
+            error = ErrorFrame(prompt_id=frame.prompt_id, message=f"The agent crashed: {exc!r}")
+        # Whatever happened, the work done so far is kept, in a commit by the prompt's author.
+        try:
+            commit = await self._git.commit_all(
+                frame.author.name, frame.author.email, _commit_message(frame.text)
+            )
+            changes = await self._git.changes(base) if base else None
+        except GitError as exc:
+            await self._warn("git", f"Could not commit the changes: {exc}", frame.prompt_id)
+            commit, changes = None, None
+        if error is not None:
+            await self._bridge.send(error)
+            return
+        await self._bridge.send(
+            PromptComplete(
+                prompt_id=frame.prompt_id,
+                answer=answer,
+                commit=commit,
+                files=[
+                    FileChange(
+                        path=f.path, status=f.status, additions=f.additions, deletions=f.deletions
+                    )
+                    for f in (changes.files if changes else [])
+                ],
+                additions=changes.additions if changes else 0,
+                deletions=changes.deletions if changes else 0,
+                stat=changes.stat if changes else "",
+                diff=changes.diff if changes else "",
+            )
+        )
+
+    async def _push(self, frame: Push) -> None:
+        try:
+            commit = await self._git.push(frame.branch)
+        except GitError as exc:
+            await self._bridge.send(PushError(request_id=frame.request_id, message=str(exc)))
+            return
+        await self._bridge.send(
+            PushComplete(request_id=frame.request_id, branch=frame.branch, commit=commit)
+        )
+
+
+def _exclude_junk(workspace: Path) -> None:
+    exclude = workspace / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    present = exclude.read_text().splitlines() if exclude.exists() else []
+    missing = [pattern for pattern in _EXCLUDE if pattern not in present]
+    if missing:
+        with exclude.open("a") as handle:
+            handle.write("\n".join(["", "# open-inspect: build output", *missing, ""]))
+
+
+def _commit_message(prompt: str) -> str:
+    first = prompt.strip().splitlines()[0] if prompt.strip() else "Changes"
+    subject = first if len(first) <= 72 else first[:69] + "..."
+    return f"{subject}\n\n{prompt.strip()}"
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s sandbox %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per model request is noise
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    token = sys.stdin.readline().strip()
+    if not token:
+        print("sandbox: no bridge token on stdin", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(SandboxConfig.from_env(dict(os.environ)), token))
+
+
+async def _serve(config: SandboxConfig, token: str) -> int:
+    socket_path = os.environ.get("OPEN_INSPECT_CORE_SOCKET")
+    if socket_path:
+        server, port = await forward_to_socket(socket_path)
+        config = dataclasses.replace(config, core_url=f"http://127.0.0.1:{port}")
+        async with server:
+            return await Supervisor(config, token).run()
+    return await Supervisor(config, token).run()
