@@ -403,3 +403,35 @@ async def test_a_bridge_connected_to_the_non_owner_replica_still_drives_the_sess
         for run in (owner_run, other_run):
             with contextlib.suppress(StopAsyncIteration):
                 await run.__anext__()
+
+
+async def test_a_session_over_its_spending_limit_is_refused_with_a_clear_reason(
+    database_url: str, tmp_path: Path
+) -> None:
+    async for system in start_system(database_url, tmp_path, session_spend_limit_usd=1e-9):
+        system.llm.script = bash_script("echo one", "echo two")
+        receipt = await system.prompt("spend", thread())
+        assert await system.finish(receipt.prompt_id, "failed", "done") == "failed"
+        reason = await system.runtime.pool.fetchval(
+            "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
+        )
+        assert "spending limit" in reason, reason
+        spent = await system.runtime.pool.fetchval(
+            "SELECT cost_usd FROM sessions WHERE id = $1", receipt.session_id
+        )
+        assert spent > 1e-9
+        model_calls = [r for r in system.llm.requests if r["path"].endswith("/messages")]
+        assert len(model_calls) == 1  # the second call never reached the provider
+
+
+async def test_a_repository_that_cannot_be_cloned_fails_the_prompt_clearly(
+    database_url: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "calc.git"
+    async for system in start_system(database_url, tmp_path, repositories=[f"acme/calc={missing}"]):
+        receipt = await system.prompt("anything", thread())
+        assert await system.finish(receipt.prompt_id, "failed", "done") == "failed"
+        reason = await system.runtime.pool.fetchval(
+            "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
+        )
+        assert "Could not get the repository" in reason, reason
