@@ -104,6 +104,23 @@ def _kill_started(start: asyncio.Future[tuple[asyncio.SubprocessTransport, Any]]
     transport.close()
 
 
+def _bash_result(text: str, code: int, stopped: bool, timed_out: bool, limit: float) -> ToolResult:
+    if not text:
+        text = "(no output)\n"
+    elif not text.endswith("\n"):
+        text += "\n"
+    if stopped:
+        return ToolResult(f"{text}[stopped: the prompt was aborted]", True)
+    if timed_out:
+        return ToolResult(
+            f"{text}[timed out after {limit:g} s: the command and every process it started "
+            "were killed]",
+            True,
+        )
+    status = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    return ToolResult(f"{text}[{status}]", code != 0)
+
+
 def _clip(line: str, limit: int) -> str:
     return line if len(line) <= limit else line[:limit] + " [… line cut …]"
 
@@ -202,6 +219,8 @@ class Tools:
                 # keeps the output pipe open after the command ended.
                 _kill_group(pid)
                 self._running.discard(pid)
+                stopped = pid in self._stopped
+                self._stopped.discard(pid)
             await command_state.exited.wait()
             # Whatever is still in the pipe; a process that left the group could hold it open.
             with contextlib.suppress(TimeoutError):
@@ -210,7 +229,7 @@ class Tools:
             transport.close()
         code = transport.get_returncode()
         assert code is not None
-        return self._bash_result(pid, output.text(), code, timed_out, limit)
+        return _bash_result(output.text(), code, stopped, timed_out, limit)
 
     async def _start(
         self, command: str, output: _CappedBuffer
@@ -240,32 +259,14 @@ class Tools:
             raise
         finally:
             self._starting.discard(start)
+            stop = start in self._stop_on_start
+            self._stop_on_start.discard(start)
         pid = transport.get_pid()
         self._running.add(pid)
-        if start in self._stop_on_start:
-            self._stop_on_start.discard(start)
+        if stop:
             self._stopped.add(pid)
             _kill_group(pid)
         return transport, command_state
-
-    def _bash_result(
-        self, pid: int, text: str, code: int, timed_out: bool, limit: float
-    ) -> ToolResult:
-        if not text:
-            text = "(no output)\n"
-        elif not text.endswith("\n"):
-            text += "\n"
-        if pid in self._stopped:
-            self._stopped.discard(pid)
-            return ToolResult(f"{text}[stopped: the prompt was aborted]", True)
-        if timed_out:
-            return ToolResult(
-                f"{text}[timed out after {limit:g} s: the command and every process it started "
-                "were killed]",
-                True,
-            )
-        status = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        return ToolResult(f"{text}[{status}]", code != 0)
 
     async def abort(self) -> None:
         """Kills every running command, with its whole process group."""

@@ -94,6 +94,23 @@ def _with_database(url: str, name: str) -> str:
     return f"{base}/{name}" + (f"?{query}" if query else "")
 
 
+def spawn_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
+    """A redis-server of our own on a free port, answering when this returns."""
+    port = free_port()
+    binary = shutil.which("redis-server") or "redis-server"
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not _reachable("127.0.0.1", port):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.05)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     if _reachable("127.0.0.1", 6379) or "OPEN_INSPECT_TEST_REDIS_URL" in os.environ:
@@ -106,29 +123,8 @@ def redis_url() -> str:
             "(apt-get install redis-server, or run bash .ci/run)",
             returncode=2,
         )
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="oi-redis-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        if _reachable("127.0.0.1", port):
-            break
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
+    proc, url = spawn_redis(Path(tempfile.mkdtemp(prefix="oi-redis-")))
+    yield url
     proc.terminate()
     proc.wait()
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from core import runtime
 from core.config import Settings
+from core.crypto import generate_key
+from core.datadir import DataDir
 from core.models import Author
+from core.runtime import Runtime
+from core.store import sandboxes as sandbox_store
+from core.store import sessions as session_store
 
 ALICE = Author("slack:T1:UALICE", "Alice", "alice@example.com")
 BOB = Author("slack:T1:UBOB", "Bob")
@@ -58,3 +65,25 @@ async def event_log(pool: asyncpg.Pool, session_id: str) -> list[asyncpg.Record]
         "ORDER BY seq",
         session_id,
     )
+
+
+async def start_runtime(database_url: str, data_dir: Path, **overrides: Any) -> Runtime:
+    """The real engine runtime (HTTP included) on the test database, external-database mode."""
+    settings = fast_settings(
+        database_url=database_url,
+        http_port=0,
+        secrets_key=generate_key(),
+        link_secret=generate_key(),
+        **overrides,
+    )
+    return await runtime.start(settings, DataDir(data_dir))
+
+
+async def register_sandbox(running: Runtime, thread_key: str) -> tuple[str, str, str]:
+    """A session and a sandbox registered for it: (session id, sandbox id, bridge token)."""
+    async with running.pool.acquire() as conn, conn.transaction():
+        session_id, _ = await session_store.find_or_create(
+            conn, thread_key, None, Author("cli:tester", "Tester")
+        )
+    sandbox_id, token = await sandbox_store.register(running.pool, session_id, "test")
+    return session_id, sandbox_id, token

@@ -4,15 +4,13 @@ and the outbox/inbox that make delivery exactly-once across reconnects."""
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from core import runtime
-from core.crypto import generate_key
-from core.datadir import DataDir
-from core.models import Author
 from core.protocol import (
     AgentEventFrame,
     BadFrame,
@@ -25,32 +23,19 @@ from core.protocol import (
 )
 from core.sandboxes.channel import SandboxChannel
 from core.store import sandboxes as sandbox_store
-from core.store import sessions as session_store
-from tests.engine_helpers import fast_settings, until
+from tests.engine_helpers import register_sandbox, start_runtime, until
 
 
 @pytest.fixture
 async def running(database_url: str, data_dir: Path):
-    settings = fast_settings(
-        database_url=database_url,
-        http_port=0,
-        secrets_key=generate_key(),
-        link_secret=generate_key(),
-    )
-    started = await runtime.start(settings, DataDir(data_dir))
+    started = await start_runtime(database_url, data_dir)
     yield started
     await started.close()
 
 
 async def registered(running: runtime.Runtime) -> tuple[str, str]:
-    async with running.pool.acquire() as conn, conn.transaction():
-        session_id, _ = await session_store.find_or_create(
-            conn,
-            "test:bridge:" + generate_key()[:8].replace("/", "x").replace("+", "y"),
-            None,
-            Author("cli:t", "T"),
-        )
-    return await sandbox_store.register(running.pool, session_id, "test")
+    _, sandbox_id, token = await register_sandbox(running, f"test:bridge:{uuid.uuid4().hex}")
+    return sandbox_id, token
 
 
 async def test_a_bad_or_revoked_token_is_refused_before_the_upgrade(

@@ -4,7 +4,6 @@ when a dependency is gone."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import aiohttp
@@ -13,42 +12,18 @@ import pytest
 from core import runtime
 from core.crypto import generate_key
 from core.datadir import DataDir
-from tests.conftest import free_port
-from tests.engine_helpers import fast_settings, until
+from tests.conftest import free_port, spawn_redis
+from tests.engine_helpers import fast_settings
 
 
 @pytest.fixture
-async def own_redis(tmp_path: Path):
+def own_redis(tmp_path: Path):
     """A Redis server of this test's own, so the test can take it away."""
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        shutil.which("redis-server") or "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(tmp_path),
-        stdout=asyncio.subprocess.DEVNULL,
-    )
-
-    async def answers() -> bool:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            return False
-        writer.close()
-        return True
-
-    await until(answers, what="redis-server to listen")
-    yield proc, f"redis://127.0.0.1:{port}/0"
-    if proc.returncode is None:
+    proc, url = spawn_redis(tmp_path)
+    yield proc, url
+    if proc.poll() is None:
         proc.kill()
-        await proc.wait()
+        proc.wait()
 
 
 async def test_health_turns_unhealthy_when_redis_goes_away(
@@ -75,7 +50,7 @@ async def test_health_turns_unhealthy_when_redis_goes_away(
             assert body["integrations"]["slack"] is True
             assert body["integrations"]["github_app"] is False
             proc.kill()
-            await proc.wait()
+            await asyncio.to_thread(proc.wait)
             async with http.get(f"{running.http_url}/healthz") as resp:
                 body = await resp.json()
                 assert resp.status == 503, body

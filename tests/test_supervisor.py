@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 
 from core import runtime
-from core.crypto import generate_key
-from core.datadir import DataDir
 from core.models import Author
 from core.protocol import Author as PromptAuthor
 from core.protocol import ErrorFrame, PromptFrame, Ready
@@ -19,7 +17,7 @@ from core.sandboxes.channel import SandboxChannel
 from core.store import sandboxes as sandbox_store
 from core.store import sessions as session_store
 from sandbox.supervisor import SandboxConfig, Supervisor
-from tests.engine_helpers import fast_settings
+from tests.engine_helpers import start_runtime
 
 
 class CrashingAgent:
@@ -42,13 +40,7 @@ class SupervisorWithCrashingAgent(Supervisor):
 
 @pytest.fixture
 async def running(database_url: str, data_dir: Path):
-    settings = fast_settings(
-        database_url=database_url,
-        http_port=0,
-        secrets_key=generate_key(),
-        link_secret=generate_key(),
-    )
-    started = await runtime.start(settings, DataDir(data_dir))
+    started = await start_runtime(database_url, data_dir)
     yield started
     await started.close()
 

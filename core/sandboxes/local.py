@@ -54,6 +54,7 @@ from core.store import sandboxes as sandbox_store
 log = logging.getLogger(__name__)
 
 SOCKET_INSIDE = "/run/open-inspect/engine.sock"
+_SPAWN_ATTEMPTS = 3
 _ETC = (
     "resolv.conf",
     "hosts",
@@ -385,22 +386,57 @@ class LocalSandbox:
 
     async def _wait_ready(self) -> None:
         timeout = self.provider.settings.connect_timeout_seconds
-        ready = asyncio.create_task(self._ready.wait())
-        exited = asyncio.create_task(self._exited.wait())
-        try:
-            await asyncio.wait(
-                {ready, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            ready.cancel()
-            exited.cancel()
-        if self._ready.is_set():
-            return
+        for attempt in range(1, _SPAWN_ATTEMPTS + 1):
+            if await self._ready_or_exit(timeout):
+                return
+            if attempt == _SPAWN_ATTEMPTS or not self._exited.is_set():
+                break
+            if not await asyncio.to_thread(self._namespace_setup_failed):
+                break
+            # bubblewrap occasionally fails to set up a namespace when many start at once
+            # (e.g. "loopback: Failed RTM_NEWADDR"): nothing ran yet, so starting again is safe.
+            log.warning("session %s: sandbox %s failed to set up its namespaces; starting it "
+                        "again (attempt %d)", self.session_id, self.sandbox_id, attempt + 1)
+            await self._respawn()
         # A fatal error frame (a failed clone) says more than the exit code.
         await asyncio.sleep(0.2)
         if self._fatal is None:
             self._fail(f"The sandbox did not connect within {timeout:g} s.")
         raise SandboxFailed(self._fatal or "The sandbox failed to start.")
+
+    async def _ready_or_exit(self, timeout: float) -> bool:
+        ready = asyncio.create_task(self._ready.wait())
+        exited = asyncio.create_task(self._exited.wait())
+        try:
+            await asyncio.wait({ready, exited}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            exited.cancel()
+        return self._ready.is_set()
+
+    def _namespace_setup_failed(self) -> bool:
+        try:
+            with (self.root / "sandbox.log").open("rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - 2000))
+                tail = handle.read().decode(errors="replace")
+        except OSError:
+            return False
+        return any(line.startswith("bwrap:") for line in tail.splitlines())
+
+    async def _respawn(self) -> None:
+        watch = self._tasks[0]
+        await asyncio.gather(watch, return_exceptions=True)
+        if self._slirp is not None and self._slirp.returncode is None:
+            self._slirp.kill()
+            await self._slirp.wait()
+        self._exited.clear()
+        self._fatal = None
+        while not self._prompt_frames.empty():
+            self._prompt_frames.get_nowait()
+        await self._spawn_isolated(self._environment())
+        self._tasks[0] = asyncio.create_task(self._watch())
 
     # ----- the sandbox interface -------------------------------------------------------------
 

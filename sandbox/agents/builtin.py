@@ -441,7 +441,7 @@ class OpenAIConversation:
                 {
                     "id": call.id,
                     "type": "function",
-                    "function": {"name": call.name, "arguments": partial[index].arguments},
+                    "function": {"name": call.name, "arguments": partial[index].arguments or "{}"},
                 }
                 for index, call in zip(sorted(partial), calls, strict=True)
             ]
