@@ -395,8 +395,13 @@ class LocalSandbox:
                 break
             # bubblewrap occasionally fails to set up a namespace when many start at once
             # (e.g. "loopback: Failed RTM_NEWADDR"): nothing ran yet, so starting again is safe.
-            log.warning("session %s: sandbox %s failed to set up its namespaces; starting it "
-                        "again (attempt %d)", self.session_id, self.sandbox_id, attempt + 1)
+            log.warning(
+                "session %s: sandbox %s failed to set up its namespaces; starting it "
+                "again (attempt %d)",
+                self.session_id,
+                self.sandbox_id,
+                attempt + 1,
+            )
             await self._respawn()
         # A fatal error frame (a failed clone) says more than the exit code.
         await asyncio.sleep(0.2)
@@ -408,8 +413,9 @@ class LocalSandbox:
         ready = asyncio.create_task(self._ready.wait())
         exited = asyncio.create_task(self._exited.wait())
         try:
-            await asyncio.wait({ready, exited}, timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {ready, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             ready.cancel()
             exited.cancel()
