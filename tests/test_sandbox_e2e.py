@@ -436,3 +436,16 @@ async def test_a_repository_that_cannot_be_cloned_fails_the_prompt_clearly(
             "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
         )
         assert "Could not get the repository" in reason, reason
+
+
+async def test_without_bubblewrap_the_sandbox_runs_as_a_plain_process_with_a_loud_warning(
+    database_url: str, tmp_path: Path
+) -> None:
+    async for system in start_system(database_url, tmp_path, sandbox_isolation="none"):
+        receipt, outputs = await run_bash(system, "echo plain")
+        assert await system.finish(receipt.prompt_id) == "done"
+        assert "plain" in outputs[0]
+        events = await system.events(receipt.session_id)
+        warnings = [json.loads(e["data"]) for e in events if e["type"] == "warning"]
+        assert any(w.get("kind") == "isolation" and "plain process" in w["message"]
+                   for w in warnings), warnings
