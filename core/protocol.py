@@ -126,7 +126,11 @@ class Push(_Frame):
 
 
 class Shutdown(_Frame):
+    """Stop the sandbox. `hibernate`: the workspace will be resumed by a later sandbox, so it
+    must stand on its own (no objects borrowed from a repository mirror)."""
+
     type: Literal["shutdown"] = "shutdown"
+    hibernate: bool = False
 
 
 # ----- both ways ---------------------------------------------------------------------------

@@ -69,8 +69,9 @@ class ScriptedSandbox:
         self.pushed.append(branch)
         return f"scripted-commit-{len(self.pushed)}"
 
-    async def close(self) -> None:
+    async def close(self, hibernate: bool = False) -> None:
         self.closed = True
+        self.hibernated = hibernate
         self.aborted.set()
 
 

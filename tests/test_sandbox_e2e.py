@@ -447,5 +447,6 @@ async def test_without_bubblewrap_the_sandbox_runs_as_a_plain_process_with_a_lou
         assert "plain" in outputs[0]
         events = await system.events(receipt.session_id)
         warnings = [json.loads(e["data"]) for e in events if e["type"] == "warning"]
-        assert any(w.get("kind") == "isolation" and "plain process" in w["message"]
-                   for w in warnings), warnings
+        assert any(
+            w.get("kind") == "isolation" and "plain process" in w["message"] for w in warnings
+        ), warnings

@@ -45,7 +45,9 @@ class Sandbox(Protocol):
         """Push the workspace's HEAD to `branch` (fast-forward only); returns the commit."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self, hibernate: bool = False) -> None:
+        """Stop the sandbox; with `hibernate` its workspace is kept for a later sandbox."""
+        ...
 
 
 class SandboxProvider(Protocol):

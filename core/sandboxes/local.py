@@ -508,12 +508,14 @@ class LocalSandbox:
             raise SandboxFailed(f"The push failed: {result.message}")
         return result.commit
 
-    async def close(self) -> None:
+    async def close(self, hibernate: bool = False) -> None:
+        """Stop the sandbox; with `hibernate`, its workspace is made to stand on its own first
+        so that a later sandbox can resume it."""
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(Exception):
-                await self._channel.send(Shutdown())
+                await self._channel.send(Shutdown(hibernate=hibernate))
             try:
-                await asyncio.wait_for(self._exited.wait(), 3)
+                await asyncio.wait_for(self._exited.wait(), 30 if hibernate else 3)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._proc.pid, signal.SIGKILL)
