@@ -87,7 +87,14 @@ class Settings(BaseSettings):
     # --- engine tuning (every timer configurable so tests run in seconds) ---
     max_prompt_bytes: int = Field(64 * 1024, gt=0, validation_alias=_ours("MAX_PROMPT_BYTES"))
     lease_ttl_seconds: float = Field(15.0, gt=0, validation_alias=_ours("LEASE_TTL_SECONDS"))
-    actor_idle_seconds: float = Field(60.0, gt=0, validation_alias=_ours("ACTOR_IDLE_SECONDS"))
+    idle_seconds: float = Field(600.0, gt=0, validation_alias=_ours("IDLE_SECONDS"))
+    sandbox_max_lifetime_seconds: float = Field(
+        7200.0, gt=0, validation_alias=_ours("SANDBOX_MAX_LIFETIME_SECONDS")
+    )
+    spawn_breaker_failures: int = Field(3, ge=1, validation_alias=_ours("SPAWN_BREAKER_FAILURES"))
+    spawn_breaker_window_seconds: float = Field(
+        300.0, gt=0, validation_alias=_ours("SPAWN_BREAKER_WINDOW_SECONDS")
+    )
     orphan_scan_seconds: float = Field(5.0, gt=0, validation_alias=_ours("ORPHAN_SCAN_SECONDS"))
     database_pool_size: int = Field(10, ge=2, validation_alias=_ours("DATABASE_POOL_SIZE"))
     idle_transaction_timeout_seconds: float = Field(

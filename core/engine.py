@@ -25,6 +25,7 @@ from core.errors import BadInput, NotFound
 from core.eventlog import follow
 from core.models import Author, Event, Prompt, SessionInfo, Submitted
 from core.sandboxes import SandboxProvider
+from core.sandboxes.breaker import SpawnBreaker
 from core.store import prompts as prompt_store
 from core.store import sandboxes as sandbox_store
 from core.store import sessions as session_store
@@ -57,7 +58,10 @@ class Engine:
         self.settings = settings
         self._pool = pool
         self._broker = broker
-        self._ctx = ActorContext(pool, broker, settings, provider, self.replica)
+        breaker = SpawnBreaker(
+            settings.spawn_breaker_failures, settings.spawn_breaker_window_seconds
+        )
+        self._ctx = ActorContext(pool, broker, settings, provider, self.replica, breaker)
         self._actors: dict[str, SessionActor] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._inbox: Subscription | None = None

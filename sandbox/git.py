@@ -211,6 +211,16 @@ class Git:
 
     # ----- the workspace ---------------------------------------------------------------------
 
+    async def dissociate(self) -> None:
+        """Copy the objects borrowed from a `clone(reference=...)` into the workspace and stop
+        borrowing, so that the reference repository may lose them without harm."""
+        alternates = self.workspace / ".git" / "objects" / "info" / "alternates"
+        if not alternates.exists():
+            return
+        # Without -l, repack -a packs the borrowed objects too (as `clone --dissociate` does).
+        await self._git(["repack", "-a", "-d", "-q"])
+        alternates.unlink()
+
     async def init(self) -> None:
         """An empty repository, for a session without a remote."""
         self.workspace.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,7 @@ class SandboxConfig:
     model: str
     setup_timeout: float
     heartbeat: float
+    reference: Path | None = None  # a repository mirror a new workspace borrows objects from
     agent_restarts: int = 3
 
     @classmethod
@@ -82,6 +83,9 @@ class SandboxConfig:
             model=env.get("OPEN_INSPECT_MODEL", "anthropic:claude-sonnet-4-6"),
             setup_timeout=float(env.get("SETUP_TIMEOUT_SECONDS", "300")),
             heartbeat=float(env.get("OPEN_INSPECT_HEARTBEAT_SECONDS", "10")),
+            reference=Path(env["OPEN_INSPECT_REFERENCE"])
+            if env.get("OPEN_INSPECT_REFERENCE")
+            else None,
         )
 
     def model_config(self, token: str) -> ModelConfig:
@@ -147,6 +151,17 @@ class Supervisor:
         while True:
             command = await self._commands.get()
             if isinstance(command, Shutdown):
+                if command.hibernate:
+                    try:
+                        await self._git.dissociate()
+                    except GitError as exc:
+                        # Still whole while the mirror keeps its objects, which it never prunes.
+                        log.error(
+                            "session %s: the workspace still borrows objects from the "
+                            "repository mirror: %s",
+                            self.config.session_id,
+                            exc,
+                        )
                 return 0
             if isinstance(command, PromptFrame):
                 self._running = asyncio.create_task(self._prompt(command))
@@ -179,7 +194,7 @@ class Supervisor:
         if (config.workspace / ".git").exists():
             await self._git.fetch()
         elif config.repository_url:
-            await self._git.clone(config.repository_url)
+            await self._git.clone(config.repository_url, reference=config.reference)
         else:
             config.workspace.mkdir(parents=True, exist_ok=True)
             await self._git.init()

@@ -24,7 +24,7 @@ BOB = Author("slack:T1:UBOB", "Bob")
 
 
 def fast_settings(**overrides: Any) -> Settings:
-    values = dict(lease_ttl_seconds=1.0, orphan_scan_seconds=0.2, actor_idle_seconds=30.0)
+    values = dict(lease_ttl_seconds=1.0, orphan_scan_seconds=0.2, idle_seconds=30.0)
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

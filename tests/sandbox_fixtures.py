@@ -4,6 +4,7 @@ repository, and the LLM emulator standing in for the model provider."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,7 @@ class System:
         return self.data_dir / "sessions" / session_id / "workspace"
 
 
+@contextlib.asynccontextmanager
 async def start_system(
     database_url: str, tmp_path: Path, provider: str = "anthropic", **overrides: Any
 ) -> AsyncIterator[System]:

@@ -28,6 +28,9 @@ class ScriptedSandbox:
         self.prompts: list[PromptRequest] = []
         self.pushed: list[str] = []
 
+    async def wait_ready(self) -> None:
+        return None
+
     async def run(self, request: PromptRequest) -> AsyncIterator[AgentEvent]:
         self.aborted.clear()
         self.prompts.append(request)

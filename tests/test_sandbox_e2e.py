@@ -4,7 +4,6 @@ supervisor and the built-in agent, against a real git repository and the LLM emu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -31,13 +30,13 @@ from tests.sandbox_fixtures import (
 
 @pytest.fixture(params=["anthropic", "openai"])
 async def system(request: pytest.FixtureRequest, database_url: str, tmp_path: Path):
-    async for running in start_system(database_url, tmp_path, provider=request.param):
+    async with start_system(database_url, tmp_path, provider=request.param) as running:
         yield running
 
 
 @pytest.fixture
 async def anthropic_system(database_url: str, tmp_path: Path):
-    async for running in start_system(database_url, tmp_path):
+    async with start_system(database_url, tmp_path) as running:
         yield running
 
 
@@ -134,7 +133,7 @@ async def test_the_sandbox_cannot_read_the_data_dir_keys_or_other_workspaces(
 ) -> None:
     app_key = tmp_path / "github-app.pem"
     app_key.write_text("-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n")
-    async for system in start_system(database_url, tmp_path, github_app_private_key_path=app_key):
+    async with start_system(database_url, tmp_path, github_app_private_key_path=app_key) as system:
         other, _ = await run_bash(system, "echo other > mine.txt")
         other_workspace = system.workspace(other.session_id)
         assert (other_workspace / "mine.txt").exists()
@@ -155,9 +154,10 @@ async def test_the_sandbox_cannot_read_the_data_dir_keys_or_other_workspaces(
         _, outputs = await run_bash(system, *probes)
         joined = "\n".join(outputs)
         assert "LEAK" not in joined, joined
-        # Only the mount point of its own session shows, never the data dir's contents.
+        # Only the mount points of its own session and its repository's mirror show, never the
+        # data dir's contents.
         listing = outputs[1].split("[exit code")[0].split()
-        assert sorted(listing) == [".", "..", "sessions"], outputs[1]
+        assert sorted(listing) == [".", "..", "mirrors", "sessions"], outputs[1]
         assert "FILL-DONE" in joined and "password=" not in joined, joined
         assert system.runtime.engine._ctx.provider.slirp, "slirp4netns should be installed"
 
@@ -173,7 +173,7 @@ async def test_the_sandbox_cannot_read_the_data_dir_keys_or_other_workspaces(
 async def test_setup_script_outcomes_are_reported_and_never_fatal(
     database_url: str, tmp_path: Path, script: str, expected: str
 ) -> None:
-    async for system in start_system(database_url, tmp_path, setup_timeout_seconds=2.0):
+    async with start_system(database_url, tmp_path, setup_timeout_seconds=2.0) as system:
         git("clone", "--quiet", system.repo, tmp_path / "edit")
         (tmp_path / "edit" / ".openinspect").mkdir()
         (tmp_path / "edit" / ".openinspect" / "setup.sh").write_text(script + "\n")
@@ -349,13 +349,13 @@ async def test_a_repository_served_over_http_with_auth_gets_read_then_write_cred
     ) as server:
         calc_repo(tmp_path / "served")
         url = server.url("calc").replace("://", "://reader:rtok@", 1)
-        async for system in start_system(
+        async with start_system(
             database_url,
             tmp_path,
             repositories=[f"acme/calc={url}"],
             git_push_credentials=["acme/calc=writer:wtok"],
             sandbox_isolation="host-network",
-        ):
+        ) as system:
             system.llm.script = fixing_script()
             receipt = await system.prompt("Fix add().", thread())
             assert await system.finish(receipt.prompt_id, "done", "failed") == "done"
@@ -379,11 +379,10 @@ async def test_a_bridge_connected_to_the_non_owner_replica_still_drives_the_sess
     database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
     shared = dict(redis_url=redis_url, redis_prefix=redis_prefix, sandbox_isolation="host-network")
-    owner_run = start_system(database_url, tmp_path / "a", **shared)
-    owner = await owner_run.__anext__()
-    other_run = start_system(database_url, tmp_path / "b", **shared)
-    other = await other_run.__anext__()
-    try:
+    async with (
+        start_system(database_url, tmp_path / "a", **shared) as owner,
+        start_system(database_url, tmp_path / "b", **shared) as other,
+    ):
         settings = owner.runtime.settings.model_copy(
             update={"repositories": [f"acme/calc={owner.repo}"]}
         )
@@ -400,16 +399,12 @@ async def test_a_bridge_connected_to_the_non_owner_replica_still_drives_the_sess
         assert owner.runtime.bridge.connections == 0
         info = await owner.engine.session(receipt.session_id)
         assert info.owner_replica == owner.engine.replica
-    finally:
-        for run in (owner_run, other_run):
-            with contextlib.suppress(StopAsyncIteration):
-                await run.__anext__()
 
 
 async def test_a_session_over_its_spending_limit_is_refused_with_a_clear_reason(
     database_url: str, tmp_path: Path
 ) -> None:
-    async for system in start_system(database_url, tmp_path, session_spend_limit_usd=1e-9):
+    async with start_system(database_url, tmp_path, session_spend_limit_usd=1e-9) as system:
         system.llm.script = bash_script("echo one", "echo two")
         receipt = await system.prompt("spend", thread())
         assert await system.finish(receipt.prompt_id, "failed", "done") == "failed"
@@ -429,7 +424,9 @@ async def test_a_repository_that_cannot_be_cloned_fails_the_prompt_clearly(
     database_url: str, tmp_path: Path
 ) -> None:
     missing = tmp_path / "nowhere" / "calc.git"
-    async for system in start_system(database_url, tmp_path, repositories=[f"acme/calc={missing}"]):
+    async with start_system(
+        database_url, tmp_path, repositories=[f"acme/calc={missing}"]
+    ) as system:
         receipt = await system.prompt("anything", thread())
         assert await system.finish(receipt.prompt_id, "failed", "done") == "failed"
         reason = await system.runtime.pool.fetchval(
@@ -441,7 +438,7 @@ async def test_a_repository_that_cannot_be_cloned_fails_the_prompt_clearly(
 async def test_without_bubblewrap_the_sandbox_runs_as_a_plain_process_with_a_loud_warning(
     database_url: str, tmp_path: Path
 ) -> None:
-    async for system in start_system(database_url, tmp_path, sandbox_isolation="none"):
+    async with start_system(database_url, tmp_path, sandbox_isolation="none") as system:
         receipt, outputs = await run_bash(system, "echo plain")
         assert await system.finish(receipt.prompt_id) == "done"
         assert "plain" in outputs[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from datetime import UTC, datetime
 
@@ -87,7 +88,7 @@ async def test_two_processes_migrating_at_once_both_succeed(empty_database: str)
     )
     procs = [
         await asyncio.create_subprocess_exec(
-            "python3",
+            sys.executable,
             "-c",
             script,
             empty_database,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from core.errors import AgentFailed, Fenced, SandboxFailed
 from core.eventlog import EventLog
 from core.models import Prompt
 from core.sandboxes import PromptRequest, Sandbox, SandboxProvider
+from core.sandboxes.breaker import SpawnBreaker
 from core.store import prompts as prompt_store
 from core.store import sessions as session_store
 
@@ -33,6 +35,7 @@ class ActorContext:
     settings: Settings
     provider: SandboxProvider | None
     replica: str
+    breaker: SpawnBreaker
 
 
 def lease_name(session_id: str) -> str:
@@ -73,6 +76,7 @@ class SessionActor:
         self._mailbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._log: EventLog | None = None
         self._sandbox: Sandbox | None = None
+        self._sandbox_started = 0.0
         self._state: str | None = None
         self._running: Prompt | None = None
         self._stop_reason: str | None = None
@@ -155,7 +159,7 @@ class SessionActor:
                 await self._finish(prompt, "interrupted", reason)
 
     async def _serve(self) -> None:
-        idle_timeout = self._ctx.settings.actor_idle_seconds
+        idle_timeout = self._ctx.settings.idle_seconds
         while True:
             await self._announce_new_prompts()
             prompt = await self._next_prompt()
@@ -167,6 +171,7 @@ class SessionActor:
                 message = await asyncio.wait_for(self._mailbox.get(), idle_timeout)
             except TimeoutError:
                 if self._mailbox.empty():
+                    await self._hibernate(idle_timeout)
                     self._exiting = True
                     return
                 continue
@@ -303,41 +308,80 @@ class SessionActor:
         request = PromptRequest(prompt.id, prompt.text, prompt.author, prompt.context)
         try:
             sandbox = await self._ensure_sandbox()
-            async for event in sandbox.run(request):
-                appended = self._emit(event.type, event.data, prompt_id=prompt.id)
-                if event.committed is not None:
-                    appended.add_done_callback(_when_committed(event.committed))
+            async with asyncio.timeout(self._lifetime_left()):
+                async for event in sandbox.run(request):
+                    appended = self._emit(event.type, event.data, prompt_id=prompt.id)
+                    if event.committed is not None:
+                        appended.add_done_callback(_when_committed(event.committed))
         except SandboxFailed as exc:
             if self._stop_reason:
                 return "stopped", self._stop_reason
             if not isinstance(exc, AgentFailed):
-                await self._drop_sandbox()
+                await self._drop_sandbox(str(exc))
             return "failed", str(exc)
+        except TimeoutError:
+            limit = self._ctx.settings.sandbox_max_lifetime_seconds
+            reason = (
+                f"The sandbox reached its maximum lifetime of {limit:g} s and was "
+                "stopped; send the prompt again to go on in a new sandbox."
+            )
+            await self._drop_sandbox(reason)
+            return "failed", reason
         except (Fenced, _SteppedDown):
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must fail the prompt, visibly
             log.exception("%s prompt %s: unexpected error", self._log_context, prompt.id)
-            await self._drop_sandbox()
+            await self._drop_sandbox(f"internal error: {exc!r}")
             return "failed", f"Internal error while running the prompt: {exc!r}"
         if self._stop_reason:
             return "stopped", self._stop_reason
         return "done", None
 
+    def _lifetime_left(self) -> float:
+        limit = self._ctx.settings.sandbox_max_lifetime_seconds
+        return max(0.0, self._sandbox_started + limit - time.monotonic())
+
     async def _ensure_sandbox(self) -> Sandbox:
+        if self._sandbox is not None and self._lifetime_left() <= 0:
+            await self._drop_sandbox("it reached its maximum lifetime")
         if self._sandbox is None:
             if self._ctx.provider is None:
                 raise SandboxFailed("No sandbox provider is configured on this engine.")
+            self._ctx.breaker.check()
             await self._set_state("provisioning")
             info = await session_store.get(self._ctx.pool, self.session_id)
-            self._sandbox = await self._ctx.provider.create(self.session_id, info.repository)
+            sandbox = None
+            try:
+                sandbox = await self._ctx.provider.create(self.session_id, info.repository)
+                await sandbox.wait_ready()
+            except SandboxFailed as exc:
+                self._ctx.breaker.failed(str(exc))
+                if sandbox is not None:
+                    with contextlib.suppress(Exception):
+                        await sandbox.close()
+                raise
+            self._ctx.breaker.succeeded()
+            self._sandbox, self._sandbox_started = sandbox, time.monotonic()
+            self._emit("sandbox_started", {})
+            await self._set_state("running")
         return self._sandbox
 
-    async def _drop_sandbox(self) -> None:
+    async def _drop_sandbox(self, why: str) -> None:
         """A sandbox that failed is not trusted with the next prompt: it gets a new one."""
         sandbox, self._sandbox = self._sandbox, None
         if sandbox is not None:
+            self._emit("sandbox_stopped", {"reason": why})
             with contextlib.suppress(Exception):
                 await sandbox.close()
+
+    async def _hibernate(self, idle: float) -> None:
+        """Idle long enough: stop the sandbox, keep the workspace for the next prompt."""
+        sandbox, self._sandbox = self._sandbox, None
+        if sandbox is not None:
+            with contextlib.suppress(Exception):
+                await sandbox.close(hibernate=True)
+            self._emit("sandbox_stopped", {"reason": f"idle for {idle:g} s", "hibernated": True})
+        await self._set_state("hibernated")
 
     async def _shutdown_running(self, why: str) -> None:
         """On shutdown the running prompt is marked interrupted while we still own it."""

@@ -32,6 +32,10 @@ class AgentEvent:
 
 
 class Sandbox(Protocol):
+    async def wait_ready(self) -> None:
+        """Return once the sandbox can take prompts; SandboxFailed when it cannot start."""
+        ...
+
     def run(self, request: PromptRequest) -> AsyncIterator[AgentEvent]:
         """Stream the prompt's events; ends when the prompt is complete. Raises
         `core.errors.SandboxFailed` when the sandbox cannot finish it."""

@@ -2,8 +2,9 @@
 bubblewrap when it is installed (and given its own network with slirp4netns when that is too).
 
 Inside bubblewrap the sandbox sees only the system directories, the Python installation, the
-runtime's own source, its session's directory (read-write) and, for a local origin repository,
-that repository. The data dir, other sessions and the engine's keys are not there. With
+runtime's own source, its session's directory (read-write), the mirror of its repository
+(read-only, see `core.sandboxes.mirrors`) and, for a local origin repository, that repository.
+The rest of the data dir, other sessions and the engine's keys are not there. With
 slirp4netns it has outbound network but no host loopback, so PostgreSQL, Redis and the engine's
 TCP port are unreachable: the bridge and the model proxy arrive over a bind-mounted unix socket.
 
@@ -49,6 +50,7 @@ from core.protocol import (
 )
 from core.sandboxes import AgentEvent, PromptRequest
 from core.sandboxes.channel import SandboxChannel
+from core.sandboxes.mirrors import Mirrors
 from core.store import sandboxes as sandbox_store
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ class LocalProvider:
         self.bwrap = shutil.which("bwrap") if isolation != "none" else None
         own_network = self.bwrap and core_socket and isolation == "auto"
         self.slirp = shutil.which("slirp4netns") if own_network else None
+        self.mirrors = Mirrors(settings.data_dir / "mirrors")
         if self.bwrap is None:
             log.warning(
                 "bubblewrap is not installed: local sandboxes run as PLAIN PROCESSES "
@@ -128,6 +131,10 @@ class LocalProvider:
         sandbox_id, token = await sandbox_store.register(self._pool, session_id, self.name)
         sandbox = LocalSandbox(self, session_id, sandbox_id, token, url)
         try:
+            # A resumed workspace has its history and just fetches; a new one borrows the
+            # mirror's objects instead of downloading them all.
+            if repository and url and not (sandbox.workspace / ".git").exists():
+                sandbox.reference = await self.mirrors.ensure(repository, url, os.environ)
             await sandbox.start()
         except BaseException:
             await sandbox.close()
@@ -152,6 +159,7 @@ class LocalSandbox:
         self.workspace = self.root / "workspace"
         self._token = token
         self._repository_url = repository_url
+        self.reference: Path | None = None
         self._channel = SandboxChannel(provider._broker, sandbox_id)
         self._proc: asyncio.subprocess.Process | None = None
         self._slirp: asyncio.subprocess.Process | None = None
@@ -212,6 +220,8 @@ class LocalSandbox:
             env["OPEN_INSPECT_CORE_SOCKET"] = SOCKET_INSIDE
         if self._repository_url:
             env["OPEN_INSPECT_REPOSITORY_URL"] = strip_userinfo(self._repository_url)
+        if self.reference is not None:
+            env["OPEN_INSPECT_REFERENCE"] = str(self.reference)
         return env
 
     def _bwrap_args(self) -> list[str]:
@@ -251,6 +261,9 @@ class LocalSandbox:
         if origin is not None and origin.exists():
             # A local origin is the caller's own repository: pushes write into it.
             args += ["--bind", str(origin.resolve()), str(origin.resolve())]
+        if self.reference is not None:
+            # Read-only: the agent must not be able to plant objects in other sessions' history.
+            args += ["--ro-bind", str(self.reference), str(self.reference)]
         if self.provider.slirp is not None:
             args += ["--unshare-net", "--bind", str(self.provider._core_socket), SOCKET_INSIDE]
         return args
@@ -384,7 +397,7 @@ class LocalSandbox:
                 continue
             return frame
 
-    async def _wait_ready(self) -> None:
+    async def wait_ready(self) -> None:
         timeout = self.provider.settings.connect_timeout_seconds
         for attempt in range(1, _SPAWN_ATTEMPTS + 1):
             if await self._ready_or_exit(timeout):
@@ -406,7 +419,9 @@ class LocalSandbox:
         # A fatal error frame (a failed clone) says more than the exit code.
         await asyncio.sleep(0.2)
         if self._fatal is None:
-            self._fail(f"The sandbox did not connect within {timeout:g} s.")
+            self._fail(
+                f"The sandbox was not ready within {timeout:g} s (clone, setup and connection)."
+            )
         raise SandboxFailed(self._fatal or "The sandbox failed to start.")
 
     async def _ready_or_exit(self, timeout: float) -> bool:
@@ -458,7 +473,7 @@ class LocalSandbox:
                     "the agent can read everything this machine's user can.",
                 },
             )
-        await self._wait_ready()
+        await self.wait_ready()
         author = request.author
         email = author.email or (
             f"{author.id.rsplit(':', 1)[-1]}@{self.provider.settings.noreply_domain}"
@@ -492,7 +507,7 @@ class LocalSandbox:
 
     async def push(self, branch: str, timeout: float = 120.0) -> str:
         """Have the sandbox push HEAD to `branch`; raises SandboxFailed with git's reason."""
-        await self._wait_ready()
+        await self.wait_ready()
         request_id = secrets.token_hex(6)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pushes[request_id] = future
