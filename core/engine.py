@@ -29,6 +29,7 @@ from core.sandboxes.breaker import SpawnBreaker
 from core.store import prompts as prompt_store
 from core.store import sandboxes as sandbox_store
 from core.store import sessions as session_store
+from core.viewers import keep_present
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +200,17 @@ class Engine:
         return prompt
 
     async def subscribe(self, session_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
-        """The session's events after `after_seq`, then live ones: no gap, no duplicate."""
+        """The session's events after `after_seq`, then live ones: no gap, no duplicate. While
+        this is followed the session counts as watched, and does not hibernate."""
         await self.session(session_id)
-        async for event in follow(self._pool, self._broker, session_id, after_seq):
-            yield event
+        presence = asyncio.create_task(
+            keep_present(self._broker, session_id, self.settings.idle_seconds)
+        )
+        try:
+            async for event in follow(self._pool, self._broker, session_id, after_seq):
+                yield event
+        finally:
+            presence.cancel()
 
     # ----- routing ---------------------------------------------------------------------------
 

@@ -322,3 +322,30 @@ async def test_forwarding_survives_a_dropped_broker_connection(
         await other.close()
         for broker in brokers:
             await broker.close()
+
+
+async def test_a_watched_session_does_not_hibernate_until_its_last_viewer_leaves(
+    pool: asyncpg.Pool, provider: ScriptedProvider
+) -> None:
+    broker = MemoryBroker()
+    engine = Engine(pool, broker, fast_settings(idle_seconds=0.4), provider)
+    await engine.start()
+    try:
+        source, thread = keys()
+        receipt = await engine.submit_prompt(source, thread, ALICE, "look")
+        await wait_state(pool, receipt.prompt_id, "done")
+        viewer = engine.subscribe(receipt.session_id)
+        await anext(viewer)  # watching from the start of the log
+        await asyncio.sleep(1.5)  # well past the idle time
+        state = "SELECT state FROM sessions WHERE id = $1"
+        assert await pool.fetchval(state, receipt.session_id) == "idle"
+        await viewer.aclose()
+        await until(
+            lambda: pool.fetchval(state + " AND state = 'hibernated'", receipt.session_id),
+            timeout=5,
+            what="the session to hibernate once nobody watches",
+        )
+        assert provider.sandboxes[-1].hibernated
+    finally:
+        await engine.close()
+        await broker.close()

@@ -22,6 +22,7 @@ from core.sandboxes import PromptRequest, Sandbox, SandboxProvider
 from core.sandboxes.breaker import SpawnBreaker
 from core.store import prompts as prompt_store
 from core.store import sessions as session_store
+from core.viewers import watched
 
 log = logging.getLogger(__name__)
 
@@ -167,15 +168,23 @@ class SessionActor:
                 await self._run(prompt)
                 continue
             await self._set_state("idle")
-            try:
-                message = await asyncio.wait_for(self._mailbox.get(), idle_timeout)
-            except TimeoutError:
-                if self._mailbox.empty():
-                    await self._hibernate(idle_timeout)
-                    self._exiting = True
-                    return
-                continue
+            message = await self._next_message_while_idle(idle_timeout)
+            if message is None:
+                self._exiting = True  # new work now goes to a new actor (the scan finds strays)
+                await self._hibernate(idle_timeout)
+                return
             await self._handle(message)
+
+    async def _next_message_while_idle(self, idle: float) -> dict[str, Any] | None:
+        """The next message, or None once nobody has prompted or watched for `idle` seconds."""
+        wait = idle
+        while True:
+            try:
+                return await asyncio.wait_for(self._mailbox.get(), wait)
+            except TimeoutError:
+                if not await watched(self._ctx.broker, self.session_id):
+                    return None
+                wait = idle / 4  # a viewer's presence outlives it by `idle`
 
     # ----- messages --------------------------------------------------------------------------
 
