@@ -4,7 +4,7 @@ Appends go through the engine's EventLog (batched, fenced, published after commi
 measured at `follow` subscribers (log catch-up + live Redis feed), as the web page and the Slack
 renderer receive them. A raw COPY of the same rows in the same run is the baseline.
 
-    python bench/engine_events.py [--events 100000] [--latency-seconds 5]
+    python -m bench.engine_events [--events 100000] [--latency-seconds 5]
 
 Environment: OPEN_INSPECT_BENCH_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres,
 a scratch database is created beside it), OPEN_INSPECT_BENCH_REDIS_URL (redis://127.0.0.1:6379/0).
@@ -18,22 +18,19 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
 
 import asyncpg
 
+from bench.common import header, scratch_database
 from core.broker.redis import RedisBroker
 from core.eventlog import EventLog, follow
 from core.models import Author
 from core.store import sessions as session_store
 from core.store.db import open_pool
 
-ADMIN_URL = os.environ.get(
-    "OPEN_INSPECT_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_URL = os.environ.get("OPEN_INSPECT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PAYLOAD = {"text": "a typical streamed chunk of agent output, about eighty bytes long...."}
 
@@ -167,38 +164,21 @@ async def median_of(runs: int, scenario, *args) -> dict:
     }
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 async def main(events: int, latency_seconds: float) -> dict:
-    name = f"oi_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    pool = await open_pool(url, size=20)
-    broker = RedisBroker(REDIS_URL, prefix=f"oi-bench:{uuid.uuid4().hex[:8]}:")
-    try:
-        result = {
-            "benchmark": "engine_events",
-            "commit": git_commit(),
-            "cores": os.cpu_count(),
-            "raw_copy_rows_per_s": round(await raw_copy(pool, events)),
-            "one_session": await median_of(3, throughput, pool, broker, 1, events),
-            "hundred_sessions": await median_of(3, throughput, pool, broker, 100, events),
-            "latency_at_1000_per_s": await latency(pool, broker, 1000, latency_seconds),
-        }
-    finally:
-        await broker.close()
-        await pool.close()
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
-    return result
+    async with scratch_database() as url:
+        pool = await open_pool(url, size=20)
+        broker = RedisBroker(REDIS_URL, prefix=f"oi-bench:{uuid.uuid4().hex[:8]}:")
+        try:
+            return {
+                **header("engine_events"),
+                "raw_copy_rows_per_s": round(await raw_copy(pool, events)),
+                "one_session": await median_of(3, throughput, pool, broker, 1, events),
+                "hundred_sessions": await median_of(3, throughput, pool, broker, 100, events),
+                "latency_at_1000_per_s": await latency(pool, broker, 1000, latency_seconds),
+            }
+        finally:
+            await broker.close()
+            await pool.close()
 
 
 if __name__ == "__main__":
