@@ -5,8 +5,10 @@ queued, the actor starts a sandbox, the sandbox clones the repository (borrowing
 mirror), imports its runtime, connects its bridge and asks the model. The model is the LLM
 emulator, so the figure is the engine's and the sandbox's own cost. Scenarios:
 
-- cold: a repository of 10 commits, after its mirror exists;
-- cold_big_repo: a repository of 5,000 commits (~30 MB), after its mirror exists;
+- cold: a repository of 10 commits, after its mirror exists, no warm pool;
+- cold_big_repo: a repository of 5,000 commits (~30 MB), after its mirror exists, no warm pool;
+- warm: the small repository with a warm pool of 2, each run claiming a sandbox that has
+  finished starting (the pool refills between runs, outside the timing);
 
 and the floors in the same run: a bare interpreter start and a `git clone --reference` of the
 small repository.
@@ -94,9 +96,21 @@ async def first_request(engine: object, llm: LLMEmulator, repository: str) -> fl
     return elapsed
 
 
-async def scenario(engine: object, llm: LLMEmulator, repository: str, runs: int) -> dict:
+async def pool_full(engine: object, size: int) -> None:
+    provider = engine._ctx.provider
+    while len(provider._warm) < size or not all(s.claimable for s in provider._warm):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+async def scenario(
+    engine: object, llm: LLMEmulator, repository: str, runs: int, warm: int = 0
+) -> dict:
     await first_request(engine, llm, repository)  # builds the mirror; not counted
-    return summary([await first_request(engine, llm, repository) for _ in range(runs)])
+    samples = []
+    for _ in range(runs):
+        await pool_full(engine, warm)
+        samples.append(await first_request(engine, llm, repository))
+    return summary(samples)
 
 
 def timed(command: list[str], cwd: Path) -> float:
@@ -122,34 +136,39 @@ async def main(runs: int) -> dict:
         make_history(big, 5_000, 9_600)
         llm = LLMEmulator(script=ANSWER, api_key=KEY)
         await llm.start()
-        async with scratch_database() as database_url:
-            settings = Settings(
-                database_url=database_url,
-                data_dir=root / "data",
-                http_port=0,
-                secrets_key=generate_key(),
-                link_secret=generate_key(),
-                repositories=[f"bench/small={small}", f"bench/big={big}"],
-                anthropic_base_url=llm.url,
-                anthropic_api_key=KEY,
-                model="anthropic:claude-sonnet-4-6",
-                idle_seconds=1.0,  # finished sessions give their sandbox back promptly
-            )
-            running = await runtime.start(settings, DataDir(settings.data_dir))
-            try:
-                engine = running.engine
-                result = {
-                    **header("sandbox_start"),
-                    "isolation": settings.sandbox_isolation if shutil.which("bwrap") else "none",
-                    "repositories": {"small_mb": size_mb(small), "big_mb": size_mb(big)},
-                    "cold": await scenario(engine, llm, "bench/small", runs),
-                    "cold_big_repo": await scenario(engine, llm, "bench/big", runs),
-                }
-            finally:
-                await running.close()
-                await llm.stop()
+        result = {
+            **header("sandbox_start"),
+            "isolation": "auto" if shutil.which("bwrap") else "none",
+            "repositories": {"small_mb": size_mb(small), "big_mb": size_mb(big)},
+        }
+        for warm in (0, 2):
+            async with scratch_database() as database_url:
+                settings = Settings(
+                    database_url=database_url,
+                    data_dir=root / f"data-{warm}",
+                    http_port=0,
+                    secrets_key=generate_key(),
+                    link_secret=generate_key(),
+                    repositories=[f"bench/small={small}", f"bench/big={big}"],
+                    anthropic_base_url=llm.url,
+                    anthropic_api_key=KEY,
+                    model="anthropic:claude-sonnet-4-6",
+                    idle_seconds=1.0,  # finished sessions give their sandbox back promptly
+                    warm_pool=warm,
+                )
+                running = await runtime.start(settings, DataDir(settings.data_dir))
+                try:
+                    engine = running.engine
+                    if warm:
+                        result["warm"] = await scenario(engine, llm, "bench/small", runs, warm)
+                    else:
+                        result["cold"] = await scenario(engine, llm, "bench/small", runs)
+                        result["cold_big_repo"] = await scenario(engine, llm, "bench/big", runs)
+                finally:
+                    await running.close()
+        await llm.stop()
         (root / "floors").mkdir()
-        mirror = next((root / "data" / "mirrors").glob("bench_small-*.git"))
+        mirror = next((root / "data-0" / "mirrors").glob("bench_small-*.git"))
         result["floors"] = floors(small, mirror, runs, root / "floors")
         cold, big_cold = result["cold"]["p50_ms"], result["cold_big_repo"]["p50_ms"]
         result["history_effect_pct"] = round((big_cold - cold) / cold * 100, 1)

@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     max_prompt_bytes: int = Field(64 * 1024, gt=0, validation_alias=_ours("MAX_PROMPT_BYTES"))
     lease_ttl_seconds: float = Field(15.0, gt=0, validation_alias=_ours("LEASE_TTL_SECONDS"))
     idle_seconds: float = Field(600.0, gt=0, validation_alias=_ours("IDLE_SECONDS"))
+    warm_pool: int = Field(2, ge=0, le=64, validation_alias=_ours("WARM_POOL"))
     sandbox_max_lifetime_seconds: float = Field(
         7200.0, gt=0, validation_alias=_ours("SANDBOX_MAX_LIFETIME_SECONDS")
     )

@@ -85,6 +85,8 @@ class Engine:
         for actor in actors:
             actor.task.cancel()
         await asyncio.gather(*self._tasks, *(a.task for a in actors), return_exceptions=True)
+        if self._ctx.provider is not None:
+            await self._ctx.provider.close()
         if self._inbox is not None:
             await self._inbox.close()
         log.info("engine replica %s stopped", self.replica)

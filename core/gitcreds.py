@@ -46,6 +46,8 @@ class GitCredentials:
         if found is None:
             return web.json_response({"error": "unknown or revoked sandbox token"}, status=401)
         sandbox_id, session_id = found
+        if session_id is None:
+            return web.json_response({"error": "this sandbox has no session yet"}, status=403)
         try:
             asked = await request.json()
             operation = asked.get("operation", "read")

@@ -40,6 +40,12 @@ class Ready(_Frame):
     head: str | None = None
 
 
+class Waiting(_Frame):
+    """A warm sandbox is up and connected, waiting for a session (`bind`)."""
+
+    type: Literal["waiting"] = "waiting"
+
+
 class Heartbeat(_Frame):
     type: Literal["heartbeat"] = "heartbeat"
 
@@ -107,6 +113,17 @@ class Author(BaseModel):
     email: str
 
 
+class Bind(_Frame):
+    """Hands a warm sandbox to a session: until now it held only a pool token, which core has
+    just replaced with `token`. Carries a secret, so it is never logged (repr hides it)."""
+
+    type: Literal["bind"] = "bind"
+    session_id: str
+    token: str = Field(repr=False)
+    repository_url: str | None = None
+    reference: str | None = None  # the repository's mirror, to borrow objects from
+
+
 class PromptFrame(_Frame):
     type: Literal["prompt"] = "prompt"
     prompt_id: int
@@ -149,6 +166,7 @@ class Refused(_Frame):
 
 FromSandbox = Annotated[
     Hello
+    | Waiting
     | Ready
     | Heartbeat
     | AgentEventFrame
@@ -161,7 +179,7 @@ FromSandbox = Annotated[
     Field(discriminator="type"),
 ]
 FromCore = Annotated[
-    PromptFrame | Stop | Push | Shutdown | Ack | Refused, Field(discriminator="type")
+    Bind | PromptFrame | Stop | Push | Shutdown | Ack | Refused, Field(discriminator="type")
 ]
 _from_sandbox: TypeAdapter[Any] = TypeAdapter(FromSandbox)
 _from_core: TypeAdapter[Any] = TypeAdapter(FromCore)

@@ -139,9 +139,9 @@ async def start(
         if serve_http:
             await _serve(runtime, data_dir)
         if provider is None and serve_http and settings.sandbox_provider == "local":
-            engine.use_provider(
-                LocalProvider(settings, pool, broker, runtime.http_url, runtime.socket_path)
-            )
+            local = LocalProvider(settings, pool, broker, runtime.http_url, runtime.socket_path)
+            engine.use_provider(local)
+            local.start_pool()
     except BaseException:
         await runtime.close()
         raise

@@ -64,6 +64,10 @@ class BridgeClient:
         self._drained = asyncio.Event()
         self.connections = 0
 
+    def use_token(self, token: str) -> None:
+        """Authenticate with `token` from the next connection on."""
+        self._token = token
+
     @property
     def pending(self) -> int:
         """Frames sent but not yet acknowledged by core."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from core.protocol import (
     AgentEventFrame,
+    Bind,
     ErrorFrame,
     FileChange,
     PromptComplete,
@@ -30,6 +31,7 @@ from core.protocol import (
     Ready,
     Shutdown,
     Stop,
+    Waiting,
 )
 from sandbox.agents import AgentAborted, AgentError, AgentRuntime, ModelConfig
 from sandbox.agents.builtin import BuiltinAgent
@@ -58,7 +60,7 @@ _PASS_THROUGH = ("PATH", "LANG", "LC_ALL", "TZ", "TERM")
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    session_id: str
+    session_id: str | None  # None: a warm sandbox, waiting to be bound to a session
     bridge_url: str
     core_url: str
     workspace: Path
@@ -74,7 +76,7 @@ class SandboxConfig:
     def from_env(cls, env: dict[str, str]) -> SandboxConfig:
         workspace = Path(env["OPEN_INSPECT_WORKSPACE"])
         return cls(
-            session_id=env["OPEN_INSPECT_SESSION_ID"],
+            session_id=env.get("OPEN_INSPECT_SESSION_ID") or None,
             bridge_url=env["OPEN_INSPECT_BRIDGE_URL"],
             core_url=env["OPEN_INSPECT_CORE_URL"].rstrip("/"),
             workspace=workspace,
@@ -107,17 +109,20 @@ class Supervisor:
         self.config = config
         self._token = token
         self._bridge = BridgeClient(config.bridge_url, token, self._on_frame, config.heartbeat)
-        git_env = {
-            **agent_env(config),
-            "OPEN_INSPECT_CREDENTIALS_URL": f"{config.core_url}/git/credentials",
-            "OPEN_INSPECT_SANDBOX_TOKEN": token,
-        }
-        self._git = Git(config.workspace, git_env)
+        self._git = self._make_git()
         self._agent: AgentRuntime | None = None
         self._crashes = 0
         self._commands: asyncio.Queue[Any] = asyncio.Queue()
         self._running: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
+
+    def _make_git(self) -> Git:
+        env = {
+            **agent_env(self.config),
+            "OPEN_INSPECT_CREDENTIALS_URL": f"{self.config.core_url}/git/credentials",
+            "OPEN_INSPECT_SANDBOX_TOKEN": self._token,
+        }
+        return Git(self.config.workspace, env)
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -141,6 +146,8 @@ class Supervisor:
         return code
 
     async def _work(self) -> int:
+        if self.config.session_id is None and not await self._wait_for_binding():
+            return 0
         try:
             await self._boot()
         except GitError as exc:
@@ -187,6 +194,30 @@ class Supervisor:
         await self._commands.put(frame)
 
     # ----- boot ------------------------------------------------------------------------------
+
+    async def _wait_for_binding(self) -> bool:
+        """A warm sandbox: everything is imported and the bridge is up; wait for a session.
+        False if it is shut down before one claims it."""
+        await self._bridge.send(Waiting())
+        while True:
+            command = await self._commands.get()
+            if isinstance(command, Shutdown):
+                return False
+            if isinstance(command, Bind):
+                break
+        reference = Path(command.reference) if command.reference else None
+        self.config = dataclasses.replace(
+            self.config,
+            session_id=command.session_id,
+            repository_url=command.repository_url,
+            reference=reference,
+        )
+        # The pool token is void now: reconnects, the model proxy and git use the session's.
+        self._token = command.token
+        self._bridge.use_token(command.token)
+        self._git = self._make_git()
+        log.info("bound to session %s", command.session_id)
+        return True
 
     async def _boot(self) -> None:
         config = self.config

@@ -23,6 +23,7 @@ from core.sandboxes import AgentEvent, PromptRequest
 class ScriptedSandbox:
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
+        self.warm = False
         self.aborted = asyncio.Event()
         self.closed = False
         self.prompts: list[PromptRequest] = []
@@ -86,3 +87,6 @@ class ScriptedProvider:
         sandbox = ScriptedSandbox(session_id)
         self.sandboxes.append(sandbox)
         return sandbox
+
+    async def close(self) -> None:
+        pass

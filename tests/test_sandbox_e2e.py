@@ -378,7 +378,12 @@ async def test_a_repository_served_over_http_with_auth_gets_read_then_write_cred
 async def test_a_bridge_connected_to_the_non_owner_replica_still_drives_the_session(
     database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
-    shared = dict(redis_url=redis_url, redis_prefix=redis_prefix, sandbox_isolation="host-network")
+    shared = dict(
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        sandbox_isolation="host-network",
+        warm_pool=0,  # the provider is replaced below
+    )
     async with (
         start_system(database_url, tmp_path / "a", **shared) as owner,
         start_system(database_url, tmp_path / "b", **shared) as other,

@@ -371,7 +371,7 @@ class SessionActor:
                 raise
             self._ctx.breaker.succeeded()
             self._sandbox, self._sandbox_started = sandbox, time.monotonic()
-            self._emit("sandbox_started", {})
+            self._emit("sandbox_started", {"warm": sandbox.warm})
             await self._set_state("running")
         return self._sandbox
 

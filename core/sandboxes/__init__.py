@@ -32,6 +32,8 @@ class AgentEvent:
 
 
 class Sandbox(Protocol):
+    warm: bool  # taken from a warm pool: started before its session asked for it
+
     async def wait_ready(self) -> None:
         """Return once the sandbox can take prompts; SandboxFailed when it cannot start."""
         ...
@@ -56,3 +58,6 @@ class Sandbox(Protocol):
 
 class SandboxProvider(Protocol):
     async def create(self, session_id: str, repository: str | None) -> Sandbox: ...
+
+    async def close(self) -> None:
+        """Stop what the provider keeps running for later sessions (a warm pool)."""

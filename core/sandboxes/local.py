@@ -38,6 +38,7 @@ from core.gitcreds import push_key
 from core.protocol import (
     AgentEventFrame,
     Author,
+    Bind,
     ErrorFrame,
     PromptComplete,
     PromptFrame,
@@ -47,6 +48,7 @@ from core.protocol import (
     Ready,
     Shutdown,
     Stop,
+    Waiting,
 )
 from core.sandboxes import AgentEvent, PromptRequest
 from core.sandboxes.channel import SandboxChannel
@@ -115,6 +117,11 @@ class LocalProvider:
         own_network = self.bwrap and core_socket and isolation == "auto"
         self.slirp = shutil.which("slirp4netns") if own_network else None
         self.mirrors = Mirrors(settings.data_dir / "mirrors")
+        self._warm: list[LocalSandbox] = []
+        self._filling: asyncio.Task[None] | None = None
+        self._pool_deaths = 0  # warm sandboxes that died in a row: refills back off
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
         if self.bwrap is None:
             log.warning(
                 "bubblewrap is not installed: local sandboxes run as PLAIN PROCESSES "
@@ -128,6 +135,10 @@ class LocalProvider:
                 f"The repository {repository} is not configured: add it to "
                 "OPEN_INSPECT_REPOSITORIES as owner/name=clone-url."
             )
+        if not self.session_root(session_id).exists():
+            sandbox = await self._claim_warm(session_id, repository, url)
+            if sandbox is not None:
+                return sandbox
         sandbox_id, token = await sandbox_store.register(self._pool, session_id, self.name)
         sandbox = LocalSandbox(self, session_id, sandbox_id, token, url)
         try:
@@ -141,22 +152,108 @@ class LocalProvider:
             raise
         return sandbox
 
+    def session_root(self, session_id: str) -> Path:
+        return self.settings.data_dir / "sessions" / session_id
+
+    # ----- the warm pool -----------------------------------------------------------------------
+
+    def start_pool(self) -> None:
+        """Keep OPEN_INSPECT_WARM_POOL sandboxes started and waiting for a session."""
+        if self.settings.warm_pool > 0 and not self._closed:
+            if self._filling is None or self._filling.done():
+                self._filling = asyncio.create_task(self._fill(), name="warm-pool")
+
+    @property
+    def warm(self) -> int:
+        return len(self._warm)
+
+    async def _fill(self) -> None:
+        failures = 0
+        while len(self._warm) < self.settings.warm_pool and not self._closed:
+            sandbox_id, token = await sandbox_store.register(self._pool, None, self.name)
+            sandbox = LocalSandbox(self, None, sandbox_id, token, None)
+            try:
+                await sandbox.start()
+            except Exception as exc:  # noqa: BLE001 - the pool is an optimisation: back off
+                await sandbox.close()
+                failures += 1
+                log.warning("warm pool: a sandbox failed to start: %s", exc)
+                await asyncio.sleep(min(60.0, 2.0**failures))
+                continue
+            failures = 0
+            self._warm.append(sandbox)
+
+    def _lost_warm(self, sandbox: LocalSandbox) -> None:
+        """A warm sandbox died before any session claimed it: replace it, backing off when
+        they keep dying (the reason is in its sandbox.log)."""
+        if sandbox not in self._warm:
+            return
+        self._warm.remove(sandbox)
+        closing = asyncio.create_task(sandbox.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        self._pool_deaths += 1
+        delay = min(60.0, 0.5 * 2.0**self._pool_deaths)
+        log.warning("warm pool: sandbox %s died; replacing it in %g s", sandbox.sandbox_id, delay)
+        asyncio.get_running_loop().call_later(delay, self.start_pool)
+
+    async def _claim_warm(
+        self, session_id: str, repository: str | None, url: str | None
+    ) -> LocalSandbox | None:
+        """A warm sandbox bound to the session, or None when the pool has none to give."""
+        origin = local_path(url) if url else None
+        if origin is not None and self.bwrap is not None:
+            origin = origin.resolve()
+        for sandbox in list(self._warm):
+            if origin is not None and self.bwrap is not None and origin not in sandbox.origins:
+                return None  # created after the pool started: only a new sandbox can reach it
+            if not sandbox.claimable:
+                continue  # still starting (or dead: dropped below)
+            self._warm.remove(sandbox)
+            self.start_pool()
+            token = await sandbox_store.claim(self._pool, sandbox.sandbox_id, session_id)
+            if token is None:
+                await sandbox.close()
+                continue
+            try:
+                reference = await self.mirrors.ensure(repository, url, os.environ) if url else None
+                await sandbox.bind(session_id, token, url, reference)
+            except BaseException:
+                await sandbox.close()
+                raise
+            return sandbox
+        return None
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._filling is not None:
+            self._filling.cancel()
+            await asyncio.gather(self._filling, return_exceptions=True)
+        warm, self._warm = self._warm, []
+        closing = [*(sandbox.close() for sandbox in warm), *self._closing]
+        await asyncio.gather(*closing, return_exceptions=True)
+
 
 class LocalSandbox:
     def __init__(
         self,
         provider: LocalProvider,
-        session_id: str,
+        session_id: str | None,
         sandbox_id: str,
         token: str,
         repository_url: str | None,
     ) -> None:
         self.provider = provider
-        self.session_id = session_id
+        self.session_id = session_id  # None while warm
         self.sandbox_id = sandbox_id
-        settings = provider.settings
-        self.root = (settings.data_dir / "sessions" / session_id).resolve()
+        # A claimed warm sandbox's directory stays where it started (the session's directory
+        # is a link to it), so paths inside the workspace stay valid when it is resumed.
+        root = provider.session_root(session_id or f"pool-{sandbox_id}")
+        self.root = root.resolve()
         self.workspace = self.root / "workspace"
+        self.warm = session_id is None
+        self._waiting = False  # a warm sandbox that is connected and can be bound
+        self.origins: set[Path] = set()  # the local origin repositories a warm one can reach
         self._token = token
         self._repository_url = repository_url
         self.reference: Path | None = None
@@ -175,6 +272,28 @@ class LocalSandbox:
     def isolated(self) -> bool:
         return self.provider.bwrap is not None
 
+    @property
+    def claimable(self) -> bool:
+        """Warm, connected, and still alive."""
+        alive = self._proc is not None and self._proc.returncode is None and self._fatal is None
+        return self._waiting and alive and self.session_id is None
+
+    async def bind(
+        self, session_id: str, token: str, repository_url: str | None, reference: Path | None
+    ) -> None:
+        """Give this warm sandbox to the session (its pool token is already void)."""
+        self.session_id, self._token = session_id, token
+        self._repository_url, self.reference = repository_url, reference
+        self.provider.session_root(session_id).symlink_to(self.root.name)
+        await self._channel.send(
+            Bind(
+                session_id=session_id,
+                token=token,
+                repository_url=strip_userinfo(repository_url) if repository_url else None,
+                reference=str(reference) if reference else None,
+            )
+        )
+
     # ----- process ---------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -189,6 +308,7 @@ class LocalSandbox:
 
     def _prepare_dirs(self) -> None:
         (self.root / "home").mkdir(parents=True, exist_ok=True)
+        self.provider.mirrors.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
 
     def _command(self) -> list[str]:
@@ -202,7 +322,7 @@ class LocalSandbox:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "HOME": str(self.root / "home"),
-            "OPEN_INSPECT_SESSION_ID": self.session_id,
+            "OPEN_INSPECT_SESSION_ID": self.session_id or "",
             "OPEN_INSPECT_WORKSPACE": str(self.workspace),
             "OPEN_INSPECT_CORE_URL": core_url,
             "OPEN_INSPECT_BRIDGE_URL": (
@@ -264,6 +384,15 @@ class LocalSandbox:
         if self.reference is not None:
             # Read-only: the agent must not be able to plant objects in other sessions' history.
             args += ["--ro-bind", str(self.reference), str(self.reference)]
+        if self.warm:
+            # Its repository is not known yet: every one it may be given must be reachable.
+            mirrors = self.provider.mirrors.root.resolve()
+            args += ["--ro-bind", str(mirrors), str(mirrors)]
+            for url in self.provider.settings.repository_urls.values():
+                path = local_path(url)
+                if path is not None and path.exists():
+                    args += ["--bind", str(path.resolve()), str(path.resolve())]
+                    self.origins.add(path.resolve())
         if self.provider.slirp is not None:
             args += ["--unshare-net", "--bind", str(self.provider._core_socket), SOCKET_INSIDE]
         return args
@@ -350,6 +479,8 @@ class LocalSandbox:
         assert self._proc is not None
         code = await self._proc.wait()
         self._exited.set()
+        if self.session_id is None:
+            self.provider._lost_warm(self)
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
         self._fail(f"The sandbox process ended unexpectedly ({how}).")
 
@@ -368,6 +499,10 @@ class LocalSandbox:
             frame = await self._channel.frames.get()
             if isinstance(frame, Ready):
                 self._ready.set()
+                self._channel.acknowledge(frame)
+            elif isinstance(frame, Waiting):
+                self._waiting = True
+                self.provider._pool_deaths = 0
                 self._channel.acknowledge(frame)
             elif isinstance(frame, (PushComplete, PushError)):
                 self._channel.acknowledge(frame)
