@@ -201,11 +201,9 @@ class LocalProvider:
         self, session_id: str, repository: str | None, url: str | None
     ) -> LocalSandbox | None:
         """A warm sandbox bound to the session, or None when the pool has none to give."""
-        origin = local_path(url) if url else None
-        if origin is not None and self.bwrap is not None:
-            origin = origin.resolve()
+        origin = local_path(url) if url and self.bwrap else None
         for sandbox in list(self._warm):
-            if origin is not None and self.bwrap is not None and origin not in sandbox.origins:
+            if origin is not None and origin.resolve() not in sandbox.origins:
                 return None  # created after the pool started: only a new sandbox can reach it
             if not sandbox.claimable:
                 continue  # still starting (or dead: dropped below)
