@@ -174,6 +174,9 @@ class LocalProvider:
             sandbox = LocalSandbox(self, None, sandbox_id, token, None)
             try:
                 await sandbox.start()
+            except asyncio.CancelledError:
+                await asyncio.shield(sandbox.close())  # the engine is stopping: leave nothing
+                raise
             except Exception as exc:  # noqa: BLE001 - the pool is an optimisation: back off
                 await sandbox.close()
                 failures += 1
