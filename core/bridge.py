@@ -44,6 +44,7 @@ class BridgeEndpoint:
             # 401 is terminal for the sandbox: it exits instead of retrying.
             return web.json_response({"error": "unknown or revoked sandbox token"}, status=401)
         sandbox_id, session_id = found
+        session_id = session_id or "(warm pool)"  # only for the log lines below
         ws = web.WebSocketResponse(heartbeat=self._heartbeat, max_msg_size=MAX_FRAME_BYTES)
         await ws.prepare(request)
         log.info("session %s: sandbox %s connected", session_id, sandbox_id)

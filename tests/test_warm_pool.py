@@ -56,6 +56,9 @@ async def test_a_prompt_runs_in_a_warm_sandbox_and_the_pool_refills(
         assert (system.workspace(receipt.session_id) / "calc.py").exists()
         refilled = await pool_ready(system)
         assert used not in {s.sandbox_id for s in refilled}
+    # Stopping the engine leaves the claimed sandbox's directory and removes the unclaimed ones.
+    sessions = tmp_path / "data" / "sessions"
+    assert sorted(p.name for p in sessions.glob("pool-*")) == [f"pool-{used}"]
 
 
 async def test_two_sessions_claiming_at_once_get_different_sandboxes(

@@ -468,7 +468,7 @@ class LocalSandbox:
         self._proc.stdin.close()
         log.info(
             "session %s: sandbox %s started (pid %s, %s)",
-            self.session_id,
+            self.session_id or "(warm pool)",
             self.sandbox_id,
             self._proc.pid,
             "bubblewrap" + (" + slirp4netns" if self.provider.slirp else "")
@@ -679,6 +679,8 @@ class LocalSandbox:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._channel.close()
         await sandbox_store.revoke(self.provider._pool, self.sandbox_id)
+        if self.session_id is None:  # never claimed: nothing of a session's lives here
+            await asyncio.to_thread(shutil.rmtree, self.root, True)
 
 
 def _committer(channel: SandboxChannel, frame: Any):  # noqa: ANN202 - a small closure
