@@ -184,7 +184,7 @@ async def test_stop_stops_the_running_prompt_and_cancels_the_queue(
     queued = await engine.submit_prompt(f"{thread}:2", thread, BOB, "later")
     await wait_state(pool, running.prompt_id, "running")
     await engine.stop(running.session_id, by="Bob")
-    assert await wait_state(pool, running.prompt_id, "stopped", timeout=2) == "stopped"
+    assert await wait_state(pool, running.prompt_id, "stopped", timeout=10) == "stopped"
     assert await wait_state(pool, queued.prompt_id, "cancelled") == "cancelled"
     reason = await pool.fetchval("SELECT reason FROM prompts WHERE id = $1", running.prompt_id)
     assert reason == "stopped by Bob"
@@ -346,6 +346,32 @@ async def test_a_watched_session_does_not_hibernate_until_its_last_viewer_leaves
             what="the session to hibernate once nobody watches",
         )
         assert provider.sandboxes[-1].hibernated
+    finally:
+        await engine.close()
+        await broker.close()
+
+
+class SlowStartProvider(ScriptedProvider):
+    """Sandboxes that take a while to start, as real ones do."""
+
+    async def create(self, session_id: str, repository: str | None):  # noqa: ANN201
+        await asyncio.sleep(0.5)
+        return await super().create(session_id, repository)
+
+
+async def test_a_stop_while_the_sandbox_starts_stops_the_prompt_before_it_runs(
+    pool: asyncpg.Pool,
+) -> None:
+    broker, provider = MemoryBroker(), SlowStartProvider()
+    engine = Engine(pool, broker, fast_settings(), provider)
+    await engine.start()
+    try:
+        _, thread = keys()
+        receipt = await engine.submit_prompt(f"{thread}:1", thread, ALICE, script({"sleep": 600}))
+        await wait_state(pool, receipt.prompt_id, "running")
+        await engine.stop(receipt.session_id, by="Bob")
+        assert await wait_state(pool, receipt.prompt_id, "stopped", timeout=5) == "stopped"
+        assert provider.sandboxes[0].prompts == []  # it never reached the sandbox
     finally:
         await engine.close()
         await broker.close()

@@ -317,6 +317,8 @@ class SessionActor:
         request = PromptRequest(prompt.id, prompt.text, prompt.author, prompt.context)
         try:
             sandbox = await self._ensure_sandbox()
+            if self._stop_reason:  # stopped while the sandbox was starting: nothing to abort
+                return "stopped", self._stop_reason
             async with asyncio.timeout(self._lifetime_left()):
                 async for event in sandbox.run(request):
                     appended = self._emit(event.type, event.data, prompt_id=prompt.id)
