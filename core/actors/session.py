@@ -319,11 +319,16 @@ class SessionActor:
             sandbox = await self._ensure_sandbox()
             if self._stop_reason:  # stopped while the sandbox was starting: nothing to abort
                 return "stopped", self._stop_reason
+            stop_sent = False
             async with asyncio.timeout(self._lifetime_left()):
                 async for event in sandbox.run(request):
                     appended = self._emit(event.type, event.data, prompt_id=prompt.id)
                     if event.committed is not None:
                         appended.add_done_callback(_when_committed(event.committed))
+                    if self._stop_reason and not stop_sent:
+                        # A stop sent before the sandbox had the prompt found nothing to abort.
+                        stop_sent = True
+                        await sandbox.abort()
         except SandboxFailed as exc:
             if self._stop_reason:
                 return "stopped", self._stop_reason
