@@ -387,7 +387,13 @@ def main() -> int:
     if not token:
         print("sandbox: no bridge token on stdin", file=sys.stderr)
         return 2
-    return asyncio.run(_serve(SandboxConfig.from_env(dict(os.environ)), token))
+    loop = asyncio.new_event_loop()
+    code = loop.run_until_complete(_serve(SandboxConfig.from_env(dict(os.environ)), token))
+    # The supervisor has finished (or was refused); a command it cut short (a git process
+    # cancelled mid-way) must not keep the sandbox alive while the loop winds down.
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _serve(config: SandboxConfig, token: str) -> int:
