@@ -119,7 +119,7 @@ class LocalProvider:
         self.mirrors = Mirrors(settings.data_dir / "mirrors")
         self._warm: list[LocalSandbox] = []
         self._filling: asyncio.Task[None] | None = None
-        self._pool_deaths = 0  # warm sandboxes that died in a row: refills back off
+        self._pool_failures = 0  # warm sandboxes that failed in a row: refills back off
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
         if self.bwrap is None:
@@ -168,7 +168,6 @@ class LocalProvider:
         return len(self._warm)
 
     async def _fill(self) -> None:
-        failures = 0
         while len(self._warm) < self.settings.warm_pool and not self._closed:
             sandbox_id, token = await sandbox_store.register(self._pool, None, self.name)
             sandbox = LocalSandbox(self, None, sandbox_id, token, None)
@@ -179,12 +178,22 @@ class LocalProvider:
                 raise
             except Exception as exc:  # noqa: BLE001 - the pool is an optimisation: back off
                 await sandbox.close()
-                failures += 1
-                log.warning("warm pool: a sandbox failed to start: %s", exc)
-                await asyncio.sleep(min(60.0, 2.0**failures))
+                delay = self._pool_backoff()
+                log.warning(
+                    "warm pool: a sandbox failed to start (%s); retrying in %g s", exc, delay
+                )
+                await asyncio.sleep(delay)
                 continue
-            failures = 0
             self._warm.append(sandbox)
+
+    def _pool_backoff(self) -> float:
+        """One more warm sandbox failed: how long to wait before starting the next."""
+        self._pool_failures += 1
+        return min(60.0, 0.5 * 2.0**self._pool_failures)
+
+    def pool_sandbox_waiting(self) -> None:
+        """A warm sandbox came up and connected: the pool works again, forget its failures."""
+        self._pool_failures = 0
 
     def _lost_warm(self, sandbox: LocalSandbox) -> None:
         """A warm sandbox died before any session claimed it: replace it, backing off when
@@ -195,8 +204,7 @@ class LocalProvider:
         closing = asyncio.create_task(sandbox.close())
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
-        self._pool_deaths += 1
-        delay = min(60.0, 0.5 * 2.0**self._pool_deaths)
+        delay = self._pool_backoff()
         log.warning("warm pool: sandbox %s died; replacing it in %g s", sandbox.sandbox_id, delay)
         asyncio.get_running_loop().call_later(delay, self.start_pool)
 
@@ -254,7 +262,7 @@ class LocalSandbox:
         self.workspace = self.root / "workspace"
         self.warm = session_id is None
         self._waiting = False  # a warm sandbox that is connected and can be bound
-        self.origins: set[Path] = set()  # the local origin repositories a warm one can reach
+        self.origins: set[Path] = set()  # local origin repositories it can reach (set by start)
         self._token = token
         self._repository_url = repository_url
         self.reference: Path | None = None
@@ -298,6 +306,10 @@ class LocalSandbox:
     # ----- process ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # A warm sandbox does not know its repository yet: it can reach every local one.
+        urls = self.provider.settings.repository_urls.values() if self.warm else []
+        paths = (local_path(url) for url in [*urls, self._repository_url] if url)
+        self.origins = {path.resolve() for path in paths if path is not None and path.exists()}
         await asyncio.to_thread(self._prepare_dirs)
         await self._channel.open()
         env = self._environment()
@@ -378,22 +390,16 @@ class LocalSandbox:
         }:
             args += ["--ro-bind", str(path), str(path)]
         args += ["--bind", str(self.root), str(self.root), "--chdir", str(self.root)]
-        origin = local_path(self._repository_url) if self._repository_url else None
-        if origin is not None and origin.exists():
+        for origin in sorted(self.origins):
             # A local origin is the caller's own repository: pushes write into it.
-            args += ["--bind", str(origin.resolve()), str(origin.resolve())]
+            args += ["--bind", str(origin), str(origin)]
         if self.reference is not None:
             # Read-only: the agent must not be able to plant objects in other sessions' history.
             args += ["--ro-bind", str(self.reference), str(self.reference)]
         if self.warm:
-            # Its repository is not known yet: every one it may be given must be reachable.
+            # Its repository is not known yet: every mirror it may be given must be readable.
             mirrors = self.provider.mirrors.root.resolve()
             args += ["--ro-bind", str(mirrors), str(mirrors)]
-            for url in self.provider.settings.repository_urls.values():
-                path = local_path(url)
-                if path is not None and path.exists():
-                    args += ["--bind", str(path.resolve()), str(path.resolve())]
-                    self.origins.add(path.resolve())
         if self.provider.slirp is not None:
             args += ["--unshare-net", "--bind", str(self.provider._core_socket), SOCKET_INSIDE]
         return args
@@ -503,7 +509,7 @@ class LocalSandbox:
                 self._channel.acknowledge(frame)
             elif isinstance(frame, Waiting):
                 self._waiting = True
-                self.provider._pool_deaths = 0
+                self.provider.pool_sandbox_waiting()
                 self._channel.acknowledge(frame)
             elif isinstance(frame, (PushComplete, PushError)):
                 self._channel.acknowledge(frame)
