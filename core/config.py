@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_ours("SECRETS_OLD_KEYS")
     )
     link_secret: str | None = Field(None, validation_alias=_ours("LINK_SECRET"))
+    page_refresh_seconds: float = Field(5.0, gt=0, validation_alias=_ours("PAGE_REFRESH_SECONDS"))
+    link_ttl_seconds: float = Field(
+        30 * 24 * 3600, gt=0, validation_alias=_ours("LINK_TTL_SECONDS")
+    )
     noreply_domain: str = Field(
         "users.noreply.open-inspect.local", validation_alias=_ours("NOREPLY_DOMAIN")
     )

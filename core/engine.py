@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,21 +22,24 @@ import asyncpg
 from core.actors.session import ActorContext, SessionActor, lease_name
 from core.broker import Broker, Subscription, SubscriptionLost
 from core.config import Settings
-from core.errors import BadInput, NotFound
+from core.errors import BadInput, ConfigError, NotFound
 from core.eventlog import follow
+from core.links import LinkRefused, LinkSigner
 from core.models import Author, Event, Prompt, SessionInfo, Submitted
 from core.sandboxes import SandboxProvider
 from core.sandboxes.breaker import SpawnBreaker
+from core.store import events as event_store
 from core.store import prompts as prompt_store
 from core.store import sandboxes as sandbox_store
 from core.store import sessions as session_store
-from core.viewers import keep_present
+from core.viewers import Viewer, keep_present, watchers
 
 log = logging.getLogger(__name__)
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/\-]{0,255}")
 _REPOSITORY = re.compile(r"[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+")
 _MAX_HOPS = 3
+_ANONYMOUS = Viewer("api")
 
 
 def _check_key(what: str, value: str) -> None:
@@ -66,6 +70,9 @@ class Engine:
         self._actors: dict[str, SessionActor] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._inbox: Subscription | None = None
+        self._links = LinkSigner(settings.link_secret) if settings.link_secret else None
+        # Where people reach this deployment's pages; the runtime sets it once it listens.
+        self.public_url = (settings.public_url or "").rstrip("/")
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -201,18 +208,76 @@ class Engine:
             raise NotFound(f"There is no prompt {prompt_id}.")
         return prompt
 
-    async def subscribe(self, session_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+    async def subscribe(
+        self, session_id: str, after_seq: int = 0, viewer: Viewer = _ANONYMOUS
+    ) -> AsyncIterator[Event]:
         """The session's events after `after_seq`, then live ones: no gap, no duplicate. While
-        this is followed the session counts as watched, and does not hibernate."""
+        this is followed `viewer` is among the session's watchers, and it does not hibernate."""
         await self.session(session_id)
         presence = asyncio.create_task(
-            keep_present(self._broker, session_id, self.settings.idle_seconds)
+            keep_present(self._broker, session_id, viewer, self.settings.idle_seconds)
         )
         try:
             async for event in follow(self._pool, self._broker, session_id, after_seq):
                 yield event
         finally:
             presence.cancel()
+
+    async def history(
+        self, session_id: str, before_seq: int | None = None, limit: int = 1000
+    ) -> list[Event]:
+        """The last `limit` events before `before_seq` (the newest ones when None), in order."""
+        return await event_store.read_before(self._pool, session_id, before_seq, limit)
+
+    async def trailing_run(
+        self, session_id: str, at_seq: int, run_type: str, breakers: tuple[str, ...]
+    ) -> list[Event]:
+        """See `core.store.events.trailing_run`: e.g. the text still being written at a seq."""
+        return await event_store.trailing_run(self._pool, session_id, at_seq, run_type, breakers)
+
+    async def latest_of_types(
+        self, session_id: str, types: tuple[str, ...], before_seq: int | None = None
+    ) -> list[Event]:
+        """The newest event of each of `types` (before `before_seq`), in seq order."""
+        return await event_store.latest_of_types(self._pool, session_id, types, before_seq)
+
+    async def watchers(self, session_id: str) -> list[Viewer]:
+        return await watchers(self._broker, session_id)
+
+    # ----- links to the session page ---------------------------------------------------------
+
+    def _signer(self) -> LinkSigner:
+        if self._links is None:
+            raise ConfigError("OPEN_INSPECT_LINK_SECRET is not set: session links cannot be made.")
+        return self._links
+
+    async def page_link(self, session_id: str, ttl: float | None = None) -> str:
+        """A signed link to the session's read-only page, valid for `ttl` seconds (the
+        configured default when None) or until the session's links are revoked."""
+        info = await self.session(session_id)
+        seconds = self.settings.link_ttl_seconds if ttl is None else ttl
+        token = self._signer().sign(session_id, info.link_generation, int(time.time() + seconds))
+        return f"{self.public_url}/s/{token}"
+
+    async def revoke_links(self, session_id: str, by: str) -> None:
+        """Void every link to the session issued so far; new ones can still be made."""
+        await self.session(session_id)
+        generation = await session_store.revoke_links(self._pool, session_id)
+        log.info("session %s: links revoked by %s (generation %d)", session_id, by, generation)
+
+    async def open_link(self, token: str) -> SessionInfo:
+        """The session a page link grants, or LinkRefused (forged, expired, revoked)."""
+        claim = self._signer().verify(token)
+        try:
+            info = await self.session(claim.session_id)
+        except NotFound:
+            raise LinkRefused("forged", "This link is not valid.") from None
+        if info.link_generation != claim.generation:
+            raise LinkRefused(
+                "revoked",
+                "This link was revoked. Ask in the session's thread for a new one.",
+            )
+        return info
 
     # ----- routing ---------------------------------------------------------------------------
 

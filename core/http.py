@@ -1,12 +1,14 @@
-"""The engine's HTTP server. Today: health. Later the bridge, the model proxy and the session
-page mount here too."""
+"""The engine's HTTP server: health and the access log. The bridge, the model proxy, git
+credentials and the session page add their routes to it."""
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -14,6 +16,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNTIME = web.AppKey("runtime", "Runtime")
+
+# A session page's path is its credential: the log keeps the route, never the token.
+_PAGE_TOKEN = re.compile(r"^/s/[^/]+")
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line a request: method, path (page tokens and query strings left out), status,
+    size, time. Query strings may carry an OAuth `state` or `code`, so none are logged."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        path = _PAGE_TOKEN.sub("/s/[link]", request.path)
+        self.logger.info(
+            "%s %s %s %s %d %.1fms",
+            request.remote,
+            request.method,
+            path,
+            response.status,
+            response.body_length,
+            time * 1000,
+        )
 
 
 async def healthz(request: web.Request) -> web.Response:

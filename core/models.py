@@ -87,6 +87,11 @@ class SessionInfo:
     last_seq: int
     created_at: datetime
     participants: list[str] = field(default_factory=list)
+    participant_names: list[str] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    link_generation: int = 0
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,22 @@ class FileChange(BaseModel):
     deletions: int = 0
 
 
+class ChangeSet(BaseModel):
+    """What changed between two commits: files, line counts, a `git diff --shortstat`, and a
+    unified diff (capped; a cut one ends with a `[diff truncated …]` line)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    files: list[FileChange] = Field(default_factory=list)
+    additions: int = 0
+    deletions: int = 0
+    stat: str = ""
+    diff: str = ""
+
+
 class PromptComplete(_Frame):
+    """A prompt finished. Its own changes are inline; `total` is everything the session has
+    changed since its repository was cloned (what a pull request would show)."""
+
     type: Literal["prompt_complete"] = "prompt_complete"
     prompt_id: int
     answer: str = ""
@@ -79,6 +94,7 @@ class PromptComplete(_Frame):
     deletions: int = 0
     stat: str = ""
     diff: str = ""
+    total: ChangeSet | None = None
 
 
 class ErrorFrame(_Frame):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from core.datadir import DataDir
 from core.engine import Engine
 from core.errors import ConfigError
 from core.gitcreds import GitCredentials
-from core.http import make_app
+from core.http import AccessLog, make_app
 from core.pricing import Pricing
 from core.proxy import Upstream, add_proxy_routes
 from core.sandboxes import SandboxProvider
@@ -26,6 +27,10 @@ from core.store import embedded
 from core.store.db import open_pool
 
 log = logging.getLogger(__name__)
+
+# Adds routes of an outer package (the session page) to the engine's server: core does not
+# import those packages, the command that assembles the process passes them in.
+Mount = Callable[[web.Application, Engine], None]
 
 
 def with_keys(settings: Settings, data_dir: DataDir) -> Settings:
@@ -50,9 +55,11 @@ async def database_url(settings: Settings, data_dir: DataDir) -> str:
     return await embedded.start(data_dir.postgres)
 
 
-def _app(runtime: Runtime) -> web.Application:
+def _app(runtime: Runtime, mounts: Sequence[Mount]) -> web.Application:
     settings, engine = runtime.settings, runtime.engine
     app = make_app(runtime)
+    for mount in mounts:
+        mount(app, engine)
     runtime.bridge = BridgeEndpoint(runtime.pool, runtime.broker)
     runtime.bridge.add_routes(app)
     GitCredentials(runtime.pool, runtime.broker, settings).add_routes(app)
@@ -72,16 +79,21 @@ def _app(runtime: Runtime) -> web.Application:
     return app
 
 
-async def _serve(runtime: Runtime, data_dir: DataDir) -> None:
+async def _serve(runtime: Runtime, data_dir: DataDir, mounts: Sequence[Mount]) -> None:
     """HTTP on the configured TCP port, and on a unix socket in the data dir for sandboxes that
     have no network path to this machine's loopback."""
     settings = runtime.settings
-    runner = web.AppRunner(_app(runtime), access_log=None)
+    runner = web.AppRunner(
+        _app(runtime, mounts),
+        access_log=logging.getLogger("open_inspect.access"),
+        access_log_class=AccessLog,
+    )
     await runner.setup()
     runtime._runner = runner
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
     host, port = runner.addresses[0][:2]
     runtime.http_url = f"http://{host}:{port}"
+    runtime.engine.public_url = runtime.engine.public_url or runtime.http_url
     socket_path = data_dir.path / "run" / f"engine-{runtime.engine.replica}.sock"
     if len(str(socket_path)) < 100:  # the kernel's limit for a unix socket path is 108
         socket_path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +131,7 @@ async def start(
     data_dir: DataDir,
     provider: SandboxProvider | None = None,
     serve_http: bool = True,
+    mounts: Sequence[Mount] = (),
 ) -> Runtime:
     url = await database_url(settings, data_dir)
     try:
@@ -137,7 +150,7 @@ async def start(
             raise ConfigError(f"Cannot reach Redis at REDIS_URL: {exc}") from exc
         await engine.start()
         if serve_http:
-            await _serve(runtime, data_dir)
+            await _serve(runtime, data_dir, mounts)
         if provider is None and serve_http and settings.sandbox_provider == "local":
             local = LocalProvider(settings, pool, broker, runtime.http_url, runtime.socket_path)
             engine.use_provider(local)

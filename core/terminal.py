@@ -19,6 +19,7 @@ from core.config import Settings
 from core.datadir import DataDir
 from core.errors import ConfigError
 from core.models import Author, Event
+from core.viewers import Viewer
 
 _OWNER_NAME = re.compile(r"[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+")
 
@@ -161,9 +162,10 @@ async def run_session(
 
 async def _drive(engine: Any, repository: str, prompt: str, printer: Printer) -> int:
     key = f"cli:{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    receipt = await engine.submit_prompt(key, key, git_identity(), prompt, repository=repository)
+    author = git_identity()
+    receipt = await engine.submit_prompt(key, key, author, prompt, repository=repository)
     outcome: dict[str, Any] = {}
-    async for event in engine.subscribe(receipt.session_id):
+    async for event in engine.subscribe(receipt.session_id, viewer=Viewer("terminal", author.name)):
         printer.show(event)
         if event.type == "prompt_finished" and event.prompt_id == receipt.prompt_id:
             outcome = event.data

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 DEFAULT_DIFF_LIMIT = 512 * 1024
 DEFAULT_TIMEOUT = 300.0
 TRUNCATION_MARKER = "[diff truncated"
+# The commit a session's workspace started from: its changes are measured against it.
+BASE_REF = "refs/open-inspect/base"
 
 # The variables only network commands get; the operation is set per command, never inherited.
 _CREDENTIAL_VARS = ("OPEN_INSPECT_CREDENTIALS_URL", "OPEN_INSPECT_SANDBOX_TOKEN")
@@ -225,6 +227,15 @@ class Git:
         """An empty repository, for a session without a remote."""
         self.workspace.mkdir(parents=True, exist_ok=True)
         await self._git(["init", "--quiet", "--initial-branch=main"])
+
+    async def mark_base(self) -> None:
+        """Remember HEAD as the session's starting point, once: a resumed workspace keeps the
+        one it had (an empty old value makes update-ref refuse to overwrite)."""
+        await self._git(["update-ref", BASE_REF, "HEAD", ""], check=False)
+
+    async def has_base(self) -> bool:
+        result = await self._git(["rev-parse", "--verify", "--quiet", BASE_REF], check=False)
+        return result.returncode == 0
 
     async def head(self) -> str:
         head = await self.head_or_none()

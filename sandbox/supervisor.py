@@ -21,6 +21,7 @@ from typing import Any
 from core.protocol import (
     AgentEventFrame,
     Bind,
+    ChangeSet,
     ErrorFrame,
     FileChange,
     PromptComplete,
@@ -37,7 +38,7 @@ from sandbox.agents import AgentAborted, AgentError, AgentRuntime, ModelConfig
 from sandbox.agents.builtin import BuiltinAgent
 from sandbox.bridge import BridgeClient, BridgeRefused
 from sandbox.forward import forward_to_socket
-from sandbox.git import Git, GitError
+from sandbox.git import BASE_REF, Changes, Git, GitError
 from sandbox.tools import Tools
 
 log = logging.getLogger("sandbox")
@@ -230,6 +231,7 @@ class Supervisor:
             config.workspace.mkdir(parents=True, exist_ok=True)
             await self._git.init()
         _exclude_junk(config.workspace)
+        await self._git.mark_base()
         await self._setup()
         await self._bridge.send(Ready(head=await self._git.head_or_none()))
 
@@ -324,27 +326,22 @@ class Supervisor:
                 frame.author.name, frame.author.email, _commit_message(frame.text)
             )
             changes = await self._git.changes(base) if base else None
+            total = await self._git.changes(BASE_REF) if await self._git.has_base() else None
         except GitError as exc:
             await self._warn("git", f"Could not commit the changes: {exc}", frame.prompt_id)
-            commit, changes = None, None
+            commit, changes, total = None, None, None
         if error is not None:
             await self._bridge.send(error)
             return
+        own = _change_set(changes) if changes else ChangeSet()
         await self._bridge.send(
             PromptComplete(
                 prompt_id=frame.prompt_id,
                 answer=answer,
                 commit=commit,
-                files=[
-                    FileChange(
-                        path=f.path, status=f.status, additions=f.additions, deletions=f.deletions
-                    )
-                    for f in (changes.files if changes else [])
-                ],
-                additions=changes.additions if changes else 0,
-                deletions=changes.deletions if changes else 0,
-                stat=changes.stat if changes else "",
-                diff=changes.diff if changes else "",
+                **own.model_dump(exclude={"files"}),
+                files=own.files,
+                total=_change_set(total) if total else None,
             )
         )
 
@@ -404,3 +401,16 @@ async def _serve(config: SandboxConfig, token: str) -> int:
         async with server:
             return await Supervisor(config, token).run()
     return await Supervisor(config, token).run()
+
+
+def _change_set(changes: Changes) -> ChangeSet:
+    return ChangeSet(
+        files=[
+            FileChange(path=f.path, status=f.status, additions=f.additions, deletions=f.deletions)
+            for f in changes.files
+        ],
+        additions=changes.additions,
+        deletions=changes.deletions,
+        stat=changes.stat,
+        diff=changes.diff,
+    )

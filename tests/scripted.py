@@ -7,6 +7,7 @@ A prompt whose text is a JSON list is a script of steps:
   {"sleep": 2}                    wait (an abort ends it at once)
   {"fail": "why"}                 the sandbox fails the prompt with that reason
   {"event": "tool_call", "data": {...}}
+  {"complete": {...}}             data for the final prompt_complete (a diff, say)
 Any other text is echoed back as one text_delta. Every script ends with prompt_complete.
 """
 
@@ -41,8 +42,11 @@ class ScriptedSandbox:
             steps = None
         if not isinstance(steps, list):
             steps = [{"text": f"echo: {request.text}"}]
+        complete = {"steps": len(steps)}
         for step in steps:
-            if "text" in step:
+            if "complete" in step:
+                complete.update(step["complete"])
+            elif "text" in step:
                 yield AgentEvent("text_delta", {"text": step["text"]})
             elif "texts" in step:
                 for n in range(step["texts"]):
@@ -54,7 +58,7 @@ class ScriptedSandbox:
                 raise SandboxFailed(step["fail"])
             elif "event" in step:
                 yield AgentEvent(step["event"], step.get("data", {}))
-        yield AgentEvent("prompt_complete", {"steps": len(steps)})
+        yield AgentEvent("prompt_complete", complete)
 
     async def _pause(self, seconds: float) -> None:
         if seconds <= 0:

@@ -255,6 +255,37 @@ async def _cache_is_empty(broker: Broker, key: str) -> bool:
     return await broker.cache_get(key) is None
 
 
+# --- presence ---
+
+
+async def test_presence_lists_members_until_they_leave_or_fade(
+    broker: Broker, peer: Broker
+) -> None:
+    assert await broker.presence_members("viewers:s1") == []
+    await broker.presence_touch("viewers:s1", "web:b", ttl=5)
+    await peer.presence_touch("viewers:s1", "web:a", ttl=5)
+    await broker.presence_touch("viewers:s1", "web:short", ttl=0.2)
+    await broker.presence_touch("viewers:s2", "web:other", ttl=5)
+    assert await peer.presence_members("viewers:s1") == ["web:a", "web:b", "web:short"]
+
+    await broker.presence_leave("viewers:s1", "web:b")
+    await broker.presence_leave("viewers:s1", "never-joined")
+    await eventually(lambda: _members_are(peer, "viewers:s1", ["web:a"]))
+    assert await broker.presence_members("viewers:s2") == ["web:other"]
+
+
+async def test_touching_again_keeps_a_member_present(broker: Broker) -> None:
+    await broker.presence_touch("viewers:s1", "web:a", ttl=0.3)
+    for _ in range(4):
+        await asyncio.sleep(0.15)
+        await broker.presence_touch("viewers:s1", "web:a", ttl=0.3)
+        assert await broker.presence_members("viewers:s1") == ["web:a"]
+
+
+async def _members_are(broker: Broker, key: str, expected: list[str]) -> bool:
+    return await broker.presence_members(key) == expected
+
+
 # --- rate budget ---
 
 

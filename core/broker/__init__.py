@@ -75,6 +75,15 @@ class Broker(Protocol):
 
     async def cache_delete(self, key: str) -> None: ...
 
+    # --- presence: who is here now (each member refreshes itself, or fades after its ttl) ---
+    async def presence_touch(self, key: str, member: str, ttl: float) -> None: ...
+
+    async def presence_leave(self, key: str, member: str) -> None: ...
+
+    async def presence_members(self, key: str) -> list[str]:
+        """The members touched within their ttl, sorted."""
+        ...
+
     async def take(self, bucket: str, rate: float, burst: float, cost: float = 1.0) -> float:
         """Token bucket shared by every replica: `rate` tokens a second, at most `burst`.
         Takes `cost` tokens and returns 0.0, or takes nothing and returns the seconds

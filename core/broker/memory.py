@@ -117,6 +117,10 @@ class _ExpiringMap(Generic[V]):
     def delete(self, key: str) -> None:
         self._entries.pop(key, None)
 
+    def keys(self) -> list[str]:
+        self._purge()
+        return list(self._entries)
+
     def clear(self) -> None:
         self._entries.clear()
         self._deadlines.clear()
@@ -150,6 +154,7 @@ class MemoryBroker:
         self._seen: _ExpiringMap[bool] = _ExpiringMap()
         self._cache: _ExpiringMap[bytes] = _ExpiringMap()
         self._buckets: _ExpiringMap[_Bucket] = _ExpiringMap()
+        self._presence: dict[str, _ExpiringMap[bool]] = {}
         self._closed = False
 
     # --- publish / subscribe ---
@@ -227,6 +232,24 @@ class MemoryBroker:
     async def cache_delete(self, key: str) -> None:
         self._cache.delete(key)
 
+    # --- presence ---
+
+    async def presence_touch(self, key: str, member: str, ttl: float) -> None:
+        self._presence.setdefault(key, _ExpiringMap()).set(member, True, ttl)
+
+    async def presence_leave(self, key: str, member: str) -> None:
+        if (members := self._presence.get(key)) is not None:
+            members.delete(member)
+
+    async def presence_members(self, key: str) -> list[str]:
+        members = self._presence.get(key)
+        if members is None:
+            return []
+        present = members.keys()
+        if not present:
+            del self._presence[key]
+        return sorted(present)
+
     async def take(self, bucket: str, rate: float, burst: float, cost: float = 1.0) -> float:
         check_bucket(rate, burst, cost)
         now = time.monotonic()
@@ -256,6 +279,7 @@ class MemoryBroker:
         self._seen.clear()
         self._cache.clear()
         self._buckets.clear()
+        self._presence.clear()
 
 
 def check_bucket(rate: float, burst: float, cost: float) -> None:

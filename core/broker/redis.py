@@ -84,6 +84,26 @@ return '0'
 """
 
 
+# KEYS: presence set. ARGV: member, ttl in ms. A sorted set scored by each member's deadline on
+# the server's clock; the set itself expires with its longest-lived member.
+_TOUCH = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local longest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], math.ceil(tonumber(longest[2])))
+return 1
+"""
+
+# KEYS: presence set. Returns the members whose deadline has not passed.
+_MEMBERS = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+"""
+
+
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
@@ -99,6 +119,8 @@ class RedisBroker:
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self._take = self._redis.register_script(_TAKE)
+        self._touch = self._redis.register_script(_TOUCH)
+        self._members = self._redis.register_script(_MEMBERS)
 
     # --- publish / subscribe ---
 
@@ -150,6 +172,18 @@ class RedisBroker:
 
     async def cache_delete(self, key: str) -> None:
         await self._redis.delete(f"{self._prefix}cache:{key}")
+
+    # --- presence ---
+
+    async def presence_touch(self, key: str, member: str, ttl: float) -> None:
+        await self._touch(keys=[f"{self._prefix}presence:{key}"], args=[member, _ms(ttl)])
+
+    async def presence_leave(self, key: str, member: str) -> None:
+        await self._redis.zrem(f"{self._prefix}presence:{key}", member)
+
+    async def presence_members(self, key: str) -> list[str]:
+        members = await self._members(keys=[f"{self._prefix}presence:{key}"])
+        return sorted(m.decode() for m in members)
 
     async def take(self, bucket: str, rate: float, burst: float, cost: float = 1.0) -> float:
         check_bucket(rate, burst, cost)

@@ -70,9 +70,92 @@ async def read_after(
         before_seq,
         limit,
     )
-    return [
-        Event(
-            session_id, r["seq"], r["type"], json.loads(r["data"]), r["prompt_id"], r["created_at"]
-        )
-        for r in rows
-    ]
+    return [_event(session_id, r) for r in rows]
+
+
+async def read_before(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    session_id: str,
+    before_seq: int | None,
+    limit: int,
+) -> list[Event]:
+    """The last `limit` events with seq < before_seq (all of them when None), in order."""
+    rows = await conn.fetch(
+        """SELECT seq, type, data::text AS data, prompt_id, created_at FROM events
+           WHERE session_id = $1 AND ($2::bigint IS NULL OR seq < $2)
+           ORDER BY seq DESC LIMIT $3""",
+        session_id,
+        before_seq,
+        limit,
+    )
+    return [_event(session_id, r) for r in reversed(rows)]
+
+
+async def trailing_run(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    session_id: str,
+    at_seq: int,
+    run_type: str,
+    breakers: Sequence[str],
+) -> list[Event]:
+    """The `run_type` events at the end of the log up to `at_seq` that no event of the same
+    prompt with a type in `breakers` follows: e.g. the text the agent is still writing."""
+    last = await conn.fetchrow(
+        """SELECT seq, type, prompt_id FROM events
+           WHERE session_id = $1 AND seq <= $2 AND (type = $3 OR type = ANY($4::text[]))
+           ORDER BY seq DESC LIMIT 1""",
+        session_id,
+        at_seq,
+        run_type,
+        list(breakers),
+    )
+    if last is None or last["type"] != run_type:
+        return []
+    rows = await conn.fetch(
+        """SELECT seq, type, data::text AS data, prompt_id, created_at FROM events
+           WHERE session_id = $1 AND prompt_id = $2 AND type = $3 AND seq <= $4
+             AND seq > coalesce((SELECT max(seq) FROM events
+                                 WHERE session_id = $1 AND prompt_id = $2 AND seq <= $4
+                                   AND type = ANY($5::text[])), 0)
+           ORDER BY seq""",
+        session_id,
+        last["prompt_id"],
+        run_type,
+        at_seq,
+        list(breakers),
+    )
+    return [_event(session_id, r) for r in rows]
+
+
+def _event(session_id: str, row: asyncpg.Record) -> Event:
+    return Event(
+        session_id,
+        row["seq"],
+        row["type"],
+        json.loads(row["data"]),
+        row["prompt_id"],
+        row["created_at"],
+    )
+
+
+async def latest_of_types(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    session_id: str,
+    types: Sequence[str],
+    before_seq: int | None = None,
+) -> list[Event]:
+    """The newest event of each type in `types` with seq < before_seq, in seq order."""
+    rows = await conn.fetch(
+        """SELECT e.seq, e.type, e.data::text AS data, e.prompt_id, e.created_at
+           FROM unnest($2::text[]) AS t(type)
+           CROSS JOIN LATERAL (
+               SELECT * FROM events
+               WHERE session_id = $1 AND type = t.type AND ($3::bigint IS NULL OR seq < $3)
+               ORDER BY seq DESC LIMIT 1
+           ) e
+           ORDER BY e.seq""",
+        session_id,
+        list(types),
+        before_seq,
+    )
+    return [_event(session_id, r) for r in rows]

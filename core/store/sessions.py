@@ -89,7 +89,10 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> Sessi
     if row is None:
         raise NotFound(f"session {session_id} does not exist")
     people = await conn.fetch(
-        "SELECT user_id FROM participants WHERE session_id = $1 ORDER BY joined_at", session_id
+        """SELECT p.user_id, coalesce(u.display_name, p.user_id) AS name
+           FROM participants p LEFT JOIN users u ON u.id = p.user_id
+           WHERE p.session_id = $1 ORDER BY p.joined_at, p.user_id""",
+        session_id,
     )
     return SessionInfo(
         id=row["id"],
@@ -100,11 +103,28 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> Sessi
         last_seq=row["last_seq"],
         created_at=row["created_at"],
         participants=[p["user_id"] for p in people],
+        participant_names=[p["name"] for p in people],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cost_usd=row["cost_usd"],
+        link_generation=row["link_generation"],
     )
 
 
 async def by_thread(conn: asyncpg.Connection | asyncpg.Pool, thread_key: str) -> str | None:
     return await conn.fetchval("SELECT session_id FROM threads WHERE thread_key = $1", thread_key)
+
+
+async def revoke_links(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> int:
+    """Void every link issued so far; returns the new generation."""
+    generation = await conn.fetchval(
+        """UPDATE sessions SET link_generation = link_generation + 1, updated_at = now()
+           WHERE id = $1 RETURNING link_generation""",
+        session_id,
+    )
+    if generation is None:
+        raise NotFound(f"session {session_id} does not exist")
+    return generation
 
 
 async def add_usage(
