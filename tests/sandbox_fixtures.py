@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,11 @@ class System:
 
 @contextlib.asynccontextmanager
 async def start_system(
-    database_url: str, tmp_path: Path, provider: str = "anthropic", **overrides: Any
+    database_url: str,
+    tmp_path: Path,
+    provider: str = "anthropic",
+    mounts: Sequence[runtime.Mount] = (),
+    **overrides: Any,
 ) -> AsyncIterator[System]:
     llm = LLMEmulator(api_key=PROVIDER_KEY)
     await llm.start()
@@ -138,7 +142,7 @@ async def start_system(
         )
     values.update(overrides)
     settings = fast_settings(**values)
-    running = await runtime.start(settings, DataDir(data_dir))
+    running = await runtime.start(settings, DataDir(data_dir), mounts=mounts)
     try:
         yield System(running, llm, repo, data_dir)
     finally:

@@ -28,12 +28,15 @@ log = logging.getLogger(__name__)
 
 ENGINE = web.AppKey("engine", Engine)
 PAGE_EVENTS = web.AppKey("page_events", int)
+# The queues of the live feeds being served, so that shutting down can end them at once
+# (the server waits for open responses before it stops).
+FEEDS = web.AppKey("feeds", set)
 
 # How many events one page shows; older ones are a link away, so a long session still answers
 # at once.
 DEFAULT_PAGE_EVENTS = 1000
 # Events whose latest instance shapes the page even when it is older than the page shows.
-_STICKY = ("pushed", "pr_opened", "prompt_complete")
+_STICKY = ("pushed", "pr_opened", "prompt_complete", "prompt_started", "prompt_finished")
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -51,10 +54,17 @@ def mount(app: web.Application, engine: Engine, page_events: int = DEFAULT_PAGE_
     """Add the page's routes to `app` (the engine's server, or one of its own)."""
     app[ENGINE] = engine
     app[PAGE_EVENTS] = page_events
+    app[FEEDS] = set()
     app.router.add_get("/s/{token}", page)
     app.router.add_get("/s/{token}/events", feed)
     app.router.add_static("/static", str(resources.files("web_minimal") / "static"))
     app.on_response_prepare.append(_secure)
+    app.on_shutdown.append(_end_feeds)
+
+
+async def _end_feeds(app: web.Application) -> None:
+    for queue in app[FEEDS]:
+        queue.put_nowait(None)
 
 
 async def _secure(request: web.Request, response: web.StreamResponse) -> None:
@@ -142,12 +152,16 @@ async def feed(request: web.Request) -> web.StreamResponse:
     queue: asyncio.Queue[Event | None] = asyncio.Queue()
     events = engine.subscribe(info.id, after, viewer=Viewer("web"))
     pump = asyncio.create_task(_pump(events, queue))
+    request.app[FEEDS].add(queue)
+    # The first refresh comes soon: the list of watchers then includes this viewer.
+    wait = min(refresh, 0.5)
     try:
         while True:
             try:
-                async with asyncio.timeout(refresh):
+                async with asyncio.timeout(wait):
                     batch = [await queue.get()]
             except TimeoutError:
+                wait = refresh
                 if (why := await _still_allowed(engine, token)) is not None:
                     await response.write(b"event: refused\ndata: " + why.encode() + b"\n\n")
                     break
@@ -161,10 +175,11 @@ async def feed(request: web.Request) -> web.StreamResponse:
             if ops:
                 await response.write(_message(ops, events_in[-1].seq))
             if len(events_in) < len(batch):
-                break  # the feed ended (the engine is shutting down): the browser reconnects
+                break  # the feed ended (the server is shutting down): the browser reconnects
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
+        request.app[FEEDS].discard(queue)
         pump.cancel()
         with contextlib.suppress(BaseException):
             await pump

@@ -172,6 +172,8 @@ class Transcript:
         self._prompts: dict[int, PromptView] = {}
         self._known = prompts or {}
         self._calls: dict[str, ToolCall] = {}
+        self._running: PromptView | None = None  # where what happens to the session is told
+        self._shown: set[int] = set()  # prompts in `entries`
 
     # ----- seeding a live stream -------------------------------------------------------------
 
@@ -183,10 +185,15 @@ class Transcript:
             prompt.open_text = Text(f"t{run[0].seq}", "".join(_text(e) for e in run))
 
     def absorb(self, events: list[Event]) -> None:
-        """Events a live stream starts after: their effect on the header and diff, silently."""
+        """Events from before what is shown: their effect on the header, the diff and which
+        prompt is running, silently."""
         for event in events:
             self.feed(event)
         self.entries.clear()
+        self._shown.clear()
+        for prompt in self._prompts.values():
+            prompt.items.clear()
+            prompt.open_text = None
 
     # ----- events ----------------------------------------------------------------------------
 
@@ -220,6 +227,7 @@ class Transcript:
         author = (event.data.get("author") or {}).get("name") or "someone"
         prompt = PromptView(event.prompt_id, author, event.data.get("text", ""), event.at, "queued")
         self._prompts[prompt.id] = prompt
+        self._shown.add(prompt.id)
         self.entries.append(prompt)
         ops = [Op("append", "transcript", "prompt", {"p": prompt})]
         if author not in self.header.participants:
@@ -229,6 +237,7 @@ class Transcript:
     def _on_prompt_started(self, event: Event) -> list[Op]:
         prompt = self._prompt(event)
         prompt.state = "running"
+        self._running = prompt
         return [Op("replace", f"p{prompt.id}-state", "prompt_state", {"p": prompt})]
 
     def _on_text_delta(self, event: Event) -> list[Op]:
@@ -303,6 +312,8 @@ class Transcript:
 
     def _on_prompt_finished(self, event: Event) -> list[Op]:
         prompt = self._prompt(event)
+        if self._running is prompt:
+            self._running = None
         prompt.state = str(event.data.get("state") or "done")
         prompt.reason = event.data.get("reason")
         ops = [Op("replace", f"p{prompt.id}-state", "prompt_state", {"p": prompt})]
@@ -357,9 +368,11 @@ class Transcript:
                 at=None,
                 state=known.state if known else "running",
                 reason=known.reason if known else None,
-                continued=True,
             )
             self._prompts[prompt.id] = prompt
+        if prompt.id not in self._shown:
+            prompt.continued = True
+            self._shown.add(prompt.id)
             self.entries.append(prompt)
         return prompt
 
@@ -371,7 +384,11 @@ class Transcript:
         return [Op("replace", block.id, "item", {"i": block})]
 
     def _note(self, event: Event, text: str) -> list[Op]:
+        """A line about the session: inside the prompt running now, else between prompts."""
         note = Note(f"e{event.seq}", text, event.at)
+        if self._running is not None:
+            self._running.items.append(note)
+            return [Op("append", f"p{self._running.id}-items", "item", {"i": note})]
         self.entries.append(note)
         return [Op("append", "transcript", "item", {"i": note})]
 
