@@ -3,12 +3,14 @@ PostgreSQL and the in-process broker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -51,6 +53,14 @@ def wait_healthy(proc: subprocess.Popen, port: int, log: Path, timeout: float = 
         except OSError:
             time.sleep(0.1)
     pytest.fail(f"/healthz did not answer within {timeout}s:\n{log.read_text()}")
+
+
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def stop(proc: subprocess.Popen) -> int:
@@ -97,6 +107,49 @@ async def test_up_with_embedded_defaults_is_healthy_and_keeps_data_and_keys_acro
         assert stop(proc) == 0, log.read_text()
 
 
+async def test_up_serves_session_pages_made_and_revoked_with_the_link_command(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    port, log = free_port(), tmp_path / "up.log"
+    proc = start_up(data_dir, port, log)
+    try:
+        wait_healthy(proc, port, log)
+        engine = json.loads((data_dir / "engine.json").read_text())
+        conn = await asyncpg.connect(engine["database_url"])
+        await conn.execute(
+            "INSERT INTO sessions (id, repository) VALUES ('linktestabc2', 'acme/linked')"
+        )
+        await conn.close()
+
+        def link(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [*CLI, "link", *args],
+                env=embedded_env(data_dir, port),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        made = link("create", "linktestabc2")
+        assert made.returncode == 0, made.stderr
+        url = made.stdout.strip()
+        assert url.startswith(f"http://127.0.0.1:{port}/s/linktestabc2."), url
+        status, body = await asyncio.to_thread(fetch, url)
+        assert status == 200 and "acme/linked" in body
+
+        revoked = link("revoke", "linktestabc2")
+        assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked.stderr
+        assert (await asyncio.to_thread(fetch, url))[0] == 403
+
+        unknown = link("create", "nosuchsession")
+        assert unknown.returncode == 2 and "does not exist" in unknown.stderr
+    finally:
+        assert stop(proc) == 0, log.read_text()
+    logged = log.read_text()
+    assert "GET /s/[link] 200" in logged and "GET /s/[link] 403" in logged
+    assert "linktestabc2." not in logged  # the access log kept the token out
+
+
 def test_a_second_up_on_the_same_data_dir_refuses_clearly(data_dir: Path, tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "up.log"
     first = start_up(data_dir, port, log)
@@ -120,7 +173,7 @@ def test_a_second_up_on_the_same_data_dir_refuses_clearly(data_dir: Path, tmp_pa
             timeout=30,
         )
         assert migrated.returncode == 0, migrated.stderr
-        assert "Using the database of the engine running on" in migrated.stdout
+        assert "Using the database of the engine running on" in migrated.stderr
         assert "up to date" in migrated.stdout
     finally:
         assert stop(first) == 0, log.read_text()
@@ -128,7 +181,7 @@ def test_a_second_up_on_the_same_data_dir_refuses_clearly(data_dir: Path, tmp_pa
         [*CLI, "migrate"], env=embedded_env(data_dir, 0), capture_output=True, text=True, timeout=60
     )
     assert alone.returncode == 0, alone.stderr
-    assert "No engine is running on" in alone.stdout
+    assert "No engine is running on" in alone.stderr
 
 
 def test_bad_configuration_is_reported_with_the_variable_name(data_dir: Path) -> None:

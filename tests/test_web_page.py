@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import os
+import sys
 import uuid
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.conftest import free_port
 from tests.engine_helpers import BOB, until
 from tests.web_helpers import DIFF, Site, sse_messages, start_site
 
@@ -329,3 +332,77 @@ def _usage(input_tokens: int, output_tokens: int, cost: float):
         output_tokens=output_tokens,
         cost_usd=cost,
     )
+
+
+async def test_the_page_served_alone_follows_an_engine_through_redis(
+    database_url: str, data_dir: Path, redis_url: str, redis_prefix: str
+) -> None:
+    async with start_site(
+        database_url, data_dir, redis_url=redis_url, redis_prefix=redis_prefix
+    ) as site:
+        t = thread()
+        receipt = await site.run([{"text": "first words"}], t)
+        port = free_port()
+        env = {
+            **_clean_env(),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "OPEN_INSPECT_REDIS_PREFIX": redis_prefix,
+            "OPEN_INSPECT_LINK_SECRET": site.runtime.settings.link_secret,
+            "OPEN_INSPECT_HTTP_PORT": str(port),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "web_minimal", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            await until(lambda: _healthy(base), timeout=20, what="the page server to start")
+            path = await site.path(receipt.session_id)
+            status, page, headers = await get(base + path)
+            assert status == 200 and "first words" in page
+            assert headers["Referrer-Policy"] == "no-referrer"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}{path}/events?after={receipt_seq(page)}") as response:
+                    await site.submit([{"text": "second words"}], t, n=2)
+                    async with asyncio.timeout(10):
+                        async for message in sse_messages(response):
+                            if any("second words" in op.get("h", "") for op in message.ops):
+                                break
+            await site.engine.revoke_links(receipt.session_id, by="test")
+            assert (await get(base + path))[0] == 403
+        finally:
+            proc.terminate()
+            _, stderr = await proc.communicate()
+        assert proc.returncode == 0, stderr.decode()
+
+
+def receipt_seq(page: str) -> int:
+    return int(page.split('data-after="')[1].split('"')[0])
+
+
+async def test_the_page_alone_says_what_it_is_missing(database_url: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "web_minimal",
+        env={**_clean_env(), "DATABASE_URL": database_url},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await proc.communicate()
+    assert proc.returncode == 2
+    assert "REDIS_URL, OPEN_INSPECT_LINK_SECRET must be set" in stderr.decode()
+
+
+def _clean_env() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("OPEN_INSPECT_") and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+
+
+async def _healthy(base: str) -> bool:
+    try:
+        return (await get(base + "/healthz"))[0] == 200
+    except aiohttp.ClientError:
+        return False
