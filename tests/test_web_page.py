@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import logging
 import os
 import sys
@@ -77,10 +78,13 @@ async def test_page_shows_header_transcript_and_diff(site: Site) -> None:
     assert "1,008 more characters not shown" in page
     assert "setup.sh printed a warning" in page
     assert "second answer" in page
-    # Files changed: the session's diff, per file, lines classified for colour.
+    # Files changed: the session's diff, per file, lines classified and code highlighted.
     assert "1 file changed" in page
-    assert '<span class="l add">+    return a + b</span>' in page
-    assert '<span class="l del">-    return a - b</span>' in page
+    keyword, plus, minus = (
+        f'<span class="hl-{c}">{t}</span>' for c, t in (("k", "return"), ("o", "+"), ("o", "-"))
+    )
+    assert f'<span class="l add">+    {keyword} a {plus} b</span>' in page
+    assert f'<span class="l del">-    {keyword} a {minus} b</span>' in page
     assert "commit <code>abc123def456</code>" in page
     # The page needs no script to be whole; the only script is the live updater.
     assert page.count("<script") == 1 and 'src="/static/page.js"' in page
@@ -406,3 +410,38 @@ async def _healthy(base: str) -> bool:
         return (await get(base + "/healthz"))[0] == 200
     except aiohttp.ClientError:
         return False
+
+
+async def test_a_restarted_engine_ends_the_feed_and_the_next_one_resumes_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    t = thread()
+    async with start_site(database_url, tmp_path / "one") as site:
+        first = await site.run([{"text": "before the restart"}], t)
+        path = await site.path(first.session_id)
+        _, page, _ = await get(site.url + path)
+        http = aiohttp.ClientSession()
+        feed = await http.get(f"{site.url}{path}/events?after={receipt_seq(page)}")
+        await site.run([{"text": "while watching"}], t, n=2)
+        seen = []
+        async for message in sse_messages(feed):
+            seen.append(message)
+            if any("while watching" in op.get("h", "") for op in message.ops):
+                break
+    # The engine stopped: the feed ends at once instead of holding the shutdown up.
+    async with asyncio.timeout(5):
+        seen += [message async for message in sse_messages(feed)]
+    feed.release()
+    last_id = [m.id for m in seen if m.id][-1]
+    async with start_site(database_url, tmp_path / "two") as site:
+        await site.run([{"text": "after the restart"}], t, n=3)
+        async with http.get(
+            f"{site.url}{path}/events?after=0", headers={"Last-Event-ID": last_id}
+        ) as response:
+            async with asyncio.timeout(10):
+                async for message in sse_messages(response):
+                    text = json.dumps(message.ops)
+                    assert "while watching" not in text and "before the restart" not in text
+                    if "after the restart" in text:
+                        break
+    await http.close()

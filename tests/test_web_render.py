@@ -64,6 +64,32 @@ def test_parse_diff_splits_files_and_classifies_lines() -> None:
     assert parsed.truncated == "diff truncated after 120 bytes"
 
 
+def test_diff_code_is_highlighted_line_by_line_and_stays_escaped() -> None:
+    diff = (
+        "diff --git a/m.py b/m.py\n--- a/m.py\n+++ b/m.py\n@@ -1,3 +1,4 @@\n"
+        ' def f(x):\n+    """Two\n+    lines."""\n-    return x < 1  # <b>\n+    return x > 1\n'
+        "diff --git a/notes.unknownext b/notes.unknownext\n--- a/n\n+++ b/notes.unknownext\n"
+        "@@ -0,0 +1 @@\n+<script>\n"
+    )
+    py, plain = parse_diff(diff).files
+    code = [str(line.code) for line in py.lines if line.kind != "hunk" and line.code]
+    assert code[0] == ' <span class="hl-k">def</span> <span class="hl-nf">f</span>(x):'
+    # A docstring spanning two lines is closed and reopened, so every line is balanced.
+    assert code[1] == '+    <span class="hl-s">&#34;&#34;&#34;Two</span>'
+    assert code[2] == '+<span class="hl-s">    lines.&#34;&#34;&#34;</span>'
+    assert "&lt;" in code[3] and "<b>" not in code[3] and '<span class="hl-c">' in code[3]
+    assert all(c.count("<span") == c.count("</span>") for c in code)
+    assert plain.lines[-1].code is None  # no lexer: shown as text, escaped by the template
+    assert "&lt;script&gt;" in part("files", f=_files(plain))
+
+
+def _files(diff_file: object) -> object:
+    from web_minimal.render import ParsedDiff
+    from web_minimal.transcript import Files
+
+    return Files(ParsedDiff([diff_file], None), [], "", True)  # type: ignore[list-item]
+
+
 def _info(**changes: object) -> SessionInfo:
     values = dict(
         id="s1", repository="acme/calc", state="running", owner_replica=None, owner_epoch=1,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -216,4 +217,19 @@ def _message(ops: list[Op], seq: int | None = None) -> bytes:
 def _encode(op: Op) -> dict[str, Any]:
     if op.action == "text":
         return {"a": "text", "t": op.target, "x": op.text}
-    return {"a": op.action, "t": op.target, "h": part(op.part, **op.context)}
+    return {"a": op.action, "t": op.target, "h": _render(op)}
+
+
+# Fragments every viewer renders alike (a diff can be large): rendered once per process.
+_SHARED: OrderedDict[str, str] = OrderedDict()
+
+
+def _render(op: Op) -> str:
+    if not op.shared:
+        return part(op.part, **op.context)
+    html = _SHARED.get(op.shared)
+    if html is None:
+        html = _SHARED[op.shared] = part(op.part, **op.context)
+        while len(_SHARED) > 16:
+            _SHARED.popitem(last=False)
+    return html

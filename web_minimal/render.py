@@ -19,6 +19,10 @@ from urllib.parse import urlsplit
 import jinja2
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
+from pygments.lexer import Lexer
+from pygments.lexers import get_lexer_for_filename
+from pygments.token import STANDARD_TYPES
+from pygments.util import ClassNotFound
 
 _SAFE_SCHEMES = {"", "http", "https", "mailto"}
 _LINK_REL = "nofollow noopener noreferrer"
@@ -72,6 +76,7 @@ def markdown(text: str) -> Markup:
 class DiffLine:
     kind: str  # add, del, hunk, meta, context
     text: str
+    code: Markup | None = None  # the line after its +/-/space marker, syntax-highlighted
 
 
 @dataclass
@@ -92,10 +97,62 @@ class ParsedDiff:
 
 
 _DIFF_HEADER = re.compile(r"^diff --git a/(.*) b/(.*)$")
+_CODE_KINDS = ("add", "del", "context")
+# Token categories worth a colour; finer pygments types fold into these.
+_CATEGORIES = ("k", "s", "c", "m", "o")  # keyword, string, comment, number, operator
+_HIGHLIGHTED = {*_CATEGORIES, "kt", "nf", "nc", "nb", "nd"}
 
 
+@functools.lru_cache(maxsize=32)
 def parse_diff(diff: str) -> ParsedDiff:
-    """Split `git diff` output into files, each line classified for colouring."""
+    """Split `git diff` output into files, each line classified for colouring and its code
+    highlighted by the file's language. Cached: every viewer renders the same diff."""
+    parsed = _split_diff(diff)
+    for file in parsed.files:
+        _highlight(file)
+    return parsed
+
+
+def _highlight(file: FileDiff) -> None:
+    try:
+        lexer = get_lexer_for_filename(file.path, stripnl=False, ensurenl=False)
+    except ClassNotFound:
+        return
+    indexes = [i for i, line in enumerate(file.lines) if line.kind in _CODE_KINDS]
+    code = _highlight_lines([file.lines[i].text[1:] for i in indexes], lexer)
+    for i, markup in zip(indexes, code, strict=True):
+        line = file.lines[i]
+        file.lines[i] = DiffLine(line.kind, line.text, escape(line.text[:1]) + markup)
+
+
+def _highlight_lines(lines: list[str], lexer: Lexer) -> list[Markup]:
+    """Each line's tokens as spans, every span closed on its own line (a token spanning lines,
+    a docstring say, is split), so lines can be wrapped one by one."""
+    rendered: list[list[str]] = [[]]
+    for token, value in lexer.get_tokens("\n".join(lines)):
+        css = _token_class(token)
+        for n, piece in enumerate(value.split("\n")):
+            if n:
+                rendered.append([])
+            if piece:
+                text = str(escape(piece))
+                rendered[-1].append(f'<span class="hl-{css}">{text}</span>' if css else text)
+    rendered += [[] for _ in range(len(lines) - len(rendered))]
+    return [Markup("".join(parts)) for parts in rendered[: len(lines)]]
+
+
+def _token_class(token: Any) -> str:
+    while token is not None:
+        short = STANDARD_TYPES.get(token, "")
+        if short in _HIGHLIGHTED:
+            return short
+        if short[:1] in _CATEGORIES:
+            return short[:1]
+        token = token.parent
+    return ""
+
+
+def _split_diff(diff: str) -> ParsedDiff:
     files: list[FileDiff] = []
     truncated = None
     current: FileDiff | None = None

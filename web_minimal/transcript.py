@@ -133,6 +133,7 @@ class Op:
     part: str = ""
     context: dict[str, Any] = field(default_factory=dict)
     text: str = ""
+    shared: str = ""  # set when every viewer renders this op alike: the key to render it once
 
 
 def _dom_safe(value: Any) -> str:
@@ -307,7 +308,8 @@ class Transcript:
             stat=changes.get("stat") or "",
             whole_session=isinstance(total, dict),
         )
-        ops.append(Op("replace", "files", "files", {"f": self.files}))
+        shared = f"{event.session_id}:{event.seq}"
+        ops.append(Op("replace", "files", "files", {"f": self.files}, shared=shared))
         return ops
 
     def _on_prompt_finished(self, event: Event) -> list[Op]:
