@@ -99,11 +99,15 @@ async def _transcript(
     return transcript
 
 
+async def _open(request: web.Request) -> tuple[Engine, str, SessionInfo]:
+    """The engine, the link's token and the session it grants (or LinkRefused)."""
+    engine, token = request.app[ENGINE], request.match_info["token"]
+    return engine, token, await engine.open_link(token)
+
+
 async def page(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
-    token = request.match_info["token"]
     try:
-        info = await engine.open_link(token)
+        engine, token, info = await _open(request)
     except LinkRefused as exc:
         return _refused(exc)
     before = _seq(request.query.get("before"), "before")
@@ -130,10 +134,8 @@ async def page(request: web.Request) -> web.Response:
 
 
 async def feed(request: web.Request) -> web.StreamResponse:
-    engine = request.app[ENGINE]
-    token = request.match_info["token"]
     try:
-        info = await engine.open_link(token)
+        engine, token, info = await _open(request)
     except LinkRefused as exc:
         raise web.HTTPForbidden(text=str(exc)) from None
     # A reconnecting browser says where it was; a first connection says where its page ended.
