@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/\-]{0,255}")
 _REPOSITORY = re.compile(r"[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+")
 _MAX_HOPS = 3
-_ANONYMOUS = Viewer("api")
 
 
 def _check_key(what: str, value: str) -> None:
@@ -209,19 +208,23 @@ class Engine:
         return prompt
 
     async def subscribe(
-        self, session_id: str, after_seq: int = 0, viewer: Viewer = _ANONYMOUS
+        self, session_id: str, after_seq: int = 0, viewer: Viewer | None = None
     ) -> AsyncIterator[Event]:
         """The session's events after `after_seq`, then live ones: no gap, no duplicate. While
-        this is followed `viewer` is among the session's watchers, and it does not hibernate."""
+        a `viewer` (a person) follows, they are among the session's watchers and it does not
+        hibernate; a follower that is not a person (the Slack renderer) passes None."""
         await self.session(session_id)
-        presence = asyncio.create_task(
-            keep_present(self._broker, session_id, viewer, self.settings.idle_seconds)
-        )
+        presence = None
+        if viewer is not None:
+            presence = asyncio.create_task(
+                keep_present(self._broker, session_id, viewer, self.settings.idle_seconds)
+            )
         try:
             async for event in follow(self._pool, self._broker, session_id, after_seq):
                 yield event
         finally:
-            presence.cancel()
+            if presence is not None:
+                presence.cancel()
 
     async def history(
         self, session_id: str, before_seq: int | None = None, limit: int = 1000
@@ -242,7 +245,23 @@ class Engine:
         return await event_store.latest_of_types(self._pool, session_id, types, before_seq)
 
     async def watchers(self, session_id: str) -> list[Viewer]:
+        """Who follows the session now (its page, a terminal)."""
         return await watchers(self._broker, session_id)
+
+    async def active_prompts(self, session_id: str) -> list[Prompt]:
+        """The running and queued prompts, oldest first."""
+        return await prompt_store.active(self._pool, session_id)
+
+    async def join(self, session_id: str, person: Author, role: str = "watcher") -> None:
+        """Add a person to the session's participants (a watcher: they follow it, e.g. by
+        reacting to its thread); an author stays an author."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await session_store.remember_user(conn, person)
+            await session_store.add_participant(conn, session_id, person.id, role)
+
+    async def leave(self, session_id: str, person_id: str) -> None:
+        """A watcher stops watching; authors stay participants."""
+        await session_store.remove_watcher(self._pool, session_id, person_id)
 
     # ----- links to the session page ---------------------------------------------------------
 

@@ -87,7 +87,8 @@ class SessionInfo:
     last_seq: int
     created_at: datetime
     participants: list[str] = field(default_factory=list)
-    participant_names: list[str] = field(default_factory=list)
+    participant_names: list[str] = field(default_factory=list)  # who wrote prompts
+    watcher_names: list[str] = field(default_factory=list)  # who joined to follow it
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0

@@ -13,6 +13,7 @@ from core.broker.memory import MemoryBroker
 from core.engine import Engine
 from core.errors import BadInput, NotFound
 from core.models import Author
+from core.viewers import Viewer
 from tests.engine_helpers import ALICE, BOB, event_log, fast_settings, until, wait_state
 from tests.scripted import ScriptedProvider
 
@@ -334,7 +335,7 @@ async def test_a_watched_session_does_not_hibernate_until_its_last_viewer_leaves
         source, thread = keys()
         receipt = await engine.submit_prompt(source, thread, ALICE, "look")
         await wait_state(pool, receipt.prompt_id, "done")
-        viewer = engine.subscribe(receipt.session_id)
+        viewer = engine.subscribe(receipt.session_id, viewer=Viewer("web"))
         await anext(viewer)  # watching from the start of the log
         await asyncio.sleep(1.5)  # well past the idle time
         state = "SELECT state FROM sessions WHERE id = $1"

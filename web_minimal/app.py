@@ -116,7 +116,7 @@ async def page(request: web.Request) -> web.Response:
     transcript = await _transcript(engine, info, window, start)
     for event in window:
         transcript.feed(event)
-    transcript.set_watchers(describe_viewers(await engine.watchers(info.id)))
+    transcript.set_watchers(await _watchers(engine, info))
     html = (
         templates()
         .get_template("page.html")
@@ -165,10 +165,13 @@ async def feed(request: web.Request) -> web.StreamResponse:
                     batch = [await queue.get()]
             except TimeoutError:
                 wait = refresh
-                if (why := await _still_allowed(engine, token)) is not None:
-                    await response.write(b"event: refused\ndata: " + why.encode() + b"\n\n")
+                # A page open for a while may no longer be allowed (revoked or expired link).
+                try:
+                    current = await engine.open_link(token)
+                except LinkRefused as exc:
+                    await response.write(b"event: refused\ndata: " + str(exc).encode() + b"\n\n")
                     break
-                ops = transcript.set_watchers(describe_viewers(await engine.watchers(info.id)))
+                ops = transcript.set_watchers(await _watchers(engine, current))
                 await response.write(_message(ops) if ops else b": keep-alive\n\n")
                 continue
             while not queue.empty():
@@ -201,13 +204,9 @@ async def _pump(events: AsyncIterator[Event], queue: asyncio.Queue[Event | None]
         queue.put_nowait(None)
 
 
-async def _still_allowed(engine: Engine, token: str) -> str | None:
-    """Why a page open for a while may no longer be followed (its link revoked or expired)."""
-    try:
-        await engine.open_link(token)
-    except LinkRefused as exc:
-        return str(exc)
-    return None
+async def _watchers(engine: Engine, info: SessionInfo) -> list[str]:
+    """Who is following the session now: on the web or a terminal, and in Slack."""
+    return describe_viewers(await engine.watchers(info.id), info.watcher_names)
 
 
 def _message(ops: list[Op], seq: int | None = None) -> bytes:

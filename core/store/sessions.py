@@ -63,6 +63,16 @@ async def add_participant(
     )
 
 
+async def remove_watcher(
+    conn: asyncpg.Connection | asyncpg.Pool, session_id: str, user_id: str
+) -> None:
+    await conn.execute(
+        "DELETE FROM participants WHERE session_id = $1 AND user_id = $2 AND role = 'watcher'",
+        session_id,
+        user_id,
+    )
+
+
 async def take_ownership(
     conn: asyncpg.Connection | asyncpg.Pool, session_id: str, replica: str
 ) -> int:
@@ -89,7 +99,7 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> Sessi
     if row is None:
         raise NotFound(f"session {session_id} does not exist")
     people = await conn.fetch(
-        """SELECT p.user_id, coalesce(u.display_name, p.user_id) AS name
+        """SELECT p.user_id, p.role, coalesce(u.display_name, p.user_id) AS name
            FROM participants p LEFT JOIN users u ON u.id = p.user_id
            WHERE p.session_id = $1 ORDER BY p.joined_at, p.user_id""",
         session_id,
@@ -103,7 +113,8 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> Sessi
         last_seq=row["last_seq"],
         created_at=row["created_at"],
         participants=[p["user_id"] for p in people],
-        participant_names=[p["name"] for p in people],
+        participant_names=[p["name"] for p in people if p["role"] == "author"],
+        watcher_names=[p["name"] for p in people if p["role"] == "watcher"],
         input_tokens=row["input_tokens"],
         output_tokens=row["output_tokens"],
         cost_usd=row["cost_usd"],
