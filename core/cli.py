@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import getpass
+import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
 
-import web_minimal.app
 from core import runtime
 from core.broker import open_broker
 from core.config import Settings
 from core.crypto import generate_key
 from core.datadir import DataDir
 from core.engine import Engine
-from core.errors import OpenInspectError
+from core.errors import ConfigError, OpenInspectError
 from core.store.db import open_pool
 from core.store.migrations import migrate
 from core.terminal import run_session
@@ -51,6 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     revoke = link_actions.add_parser("revoke", help="void every link to the session made so far")
     revoke.add_argument("session", help="the session id")
+    choose = commands.add_parser(
+        "settings", help="how requests find their repository (printed after any change)"
+    )
+    choose_actions = choose.add_subparsers(dest="action", required=True)
+    choose_actions.add_parser("show", help="print the settings")
+    default = choose_actions.add_parser("channel-default", help="a channel's repository")
+    default.add_argument("key", metavar="channel", help="the Slack channel id, e.g. C0123")
+    default.add_argument("repository", help="owner/name, or - to remove")
+    keyword = choose_actions.add_parser("keyword", help="a word that names a repository")
+    keyword.add_argument("key", metavar="word")
+    keyword.add_argument("repository", help="owner/name, or - to remove")
     commands.add_parser("sandbox", help="the sandbox supervisor (started by a provider)")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -72,7 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"open-inspect: bad configuration:\n{_describe(exc)}", file=sys.stderr)
         return 2
-    if args.command == "link":
+    if args.command == "settings":
+        command = functools.partial(
+            settings_command,
+            action=args.action,
+            key=getattr(args, "key", ""),
+            repository=getattr(args, "repository", ""),
+        )
+    elif args.command == "link":
         command = functools.partial(
             link_command,
             action=args.action,
@@ -110,7 +131,10 @@ async def up(settings: Settings) -> int:
     data_dir.lock_engine()
     try:
         settings = runtime.with_keys(settings, data_dir)
-        running = await runtime.start(settings, data_dir, mounts=[web_minimal.app.mount])
+        # The page and the bot sit outside core; only the command that runs them loads them.
+        from web_minimal.app import mount
+
+        running = await runtime.start(settings, data_dir, mounts=[mount])
         data_dir.announce(
             {
                 "pid": os.getpid(),
@@ -119,13 +143,19 @@ async def up(settings: Settings) -> int:
             }
         )
         log.info("open-inspect is up on %s (data dir %s)", running.http_url, data_dir.path)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        log.info("shutting down")
-        await running.close()
+        bot = None
+        try:
+            bot = await _start_bot(running)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            if bot is not None:
+                await bot.close()
+            await running.close()
     finally:
         data_dir.release()
     return 0
@@ -147,6 +177,31 @@ async def _shared_database(settings: Settings, data_dir: DataDir) -> str:
     return await runtime.database_url(settings, data_dir)
 
 
+async def _start_bot(running: runtime.Runtime) -> Any:
+    """The Slack bot, when both of its tokens are configured."""
+    settings = running.settings
+    if not (settings.slack_bot_token or settings.slack_app_token):
+        log.info(
+            "Slack is not configured (SLACK_BOT_TOKEN and SLACK_APP_TOKEN are unset): the bot "
+            "is off; `open-inspect run` starts sessions from the terminal"
+        )
+        return None
+    if not (settings.slack_bot_token and settings.slack_app_token):
+        missing = "SLACK_APP_TOKEN" if settings.slack_bot_token else "SLACK_BOT_TOKEN"
+        raise ConfigError(f"{missing} is not set: the Slack bot needs both of its tokens.")
+    from slack_sdk.errors import SlackApiError
+
+    from bot.app import SlackBot
+
+    bot = SlackBot(running.engine, running.broker)
+    try:
+        await bot.start()
+    except SlackApiError as exc:
+        raise ConfigError(f"Slack refused the bot: {exc.response.get('error')}") from exc
+    log.info("Slack bot is on (Socket Mode, %s)", settings.slack_api_url)
+    return bot
+
+
 async def migrate_command(settings: Settings) -> int:
     data_dir = DataDir(settings.data_dir)
     url = await _shared_database(settings, data_dir)
@@ -159,7 +214,9 @@ async def migrate_command(settings: Settings) -> int:
     return 0
 
 
-async def link_command(settings: Settings, action: str, session_id: str, days: float | None) -> int:
+@contextlib.asynccontextmanager
+async def _engine_for_command(settings: Settings) -> AsyncIterator[Engine]:
+    """The engine's API on its database, without running sessions: for one-off commands."""
     data_dir = DataDir(settings.data_dir)
     settings = runtime.with_keys(settings, data_dir)
     pool = await open_pool(await _shared_database(settings, data_dir), 2)
@@ -170,8 +227,16 @@ async def link_command(settings: Settings, action: str, session_id: str, days: f
         engine.public_url = (
             engine.public_url
             or running.get("http_url")
-            or (f"http://{settings.http_host}:{settings.http_port}")
+            or f"http://{settings.http_host}:{settings.http_port}"
         )
+        yield engine
+    finally:
+        await broker.close()
+        await pool.close()
+
+
+async def link_command(settings: Settings, action: str, session_id: str, days: float | None) -> int:
+    async with _engine_for_command(settings) as engine:
         if action == "create":
             print(await engine.page_link(session_id, None if days is None else days * 86400))
         else:
@@ -180,9 +245,30 @@ async def link_command(settings: Settings, action: str, session_id: str, days: f
                 f"Every link to session {session_id} made so far is revoked. "
                 f"Make a new one with `open-inspect link create {session_id}`."
             )
-    finally:
-        await broker.close()
-        await pool.close()
+    return 0
+
+
+async def settings_command(settings: Settings, action: str, key: str, repository: str) -> int:
+    """Channel defaults and keyword rules for choosing a request's repository."""
+    from bot.repositories import KEYWORD_RULES, channel_default_key
+
+    by = f"cli:{getpass.getuser()}"
+    clear = repository == "-"
+    if not clear and repository and repository not in settings.repository_urls:
+        raise ConfigError(
+            f"{repository} is not in OPEN_INSPECT_REPOSITORIES; known: "
+            f"{', '.join(sorted(settings.repository_urls)) or 'none'}"
+        )
+    async with _engine_for_command(settings) as engine:
+        if action == "channel-default":
+            await engine.set_setting(channel_default_key(key), None if clear else repository, by)
+        elif action == "keyword":
+            rules = [r for r in await engine.setting(KEYWORD_RULES) or [] if r[0] != key.lower()]
+            if not clear:
+                rules.append([key.lower(), repository])
+            await engine.set_setting(KEYWORD_RULES, rules or None, by)
+        for name, value in (await engine.settings_all()).items():
+            print(f"{name} = {json.dumps(value)}")
     return 0
 
 

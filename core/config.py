@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     )
     link_secret: str | None = Field(None, validation_alias=_ours("LINK_SECRET"))
     page_refresh_seconds: float = Field(5.0, gt=0, validation_alias=_ours("PAGE_REFRESH_SECONDS"))
+    slack_updates_per_minute: float = Field(
+        50.0, gt=0, validation_alias=_ours("SLACK_UPDATES_PER_MINUTE")
+    )
+    slack_reactions_per_minute: float = Field(
+        50.0, gt=0, validation_alias=_ours("SLACK_REACTIONS_PER_MINUTE")
+    )
+    slack_posts_per_minute: float = Field(
+        60.0, gt=0, validation_alias=_ours("SLACK_POSTS_PER_MINUTE")
+    )
+    slack_status_interval_seconds: float = Field(
+        1.0, gt=0, validation_alias=_ours("SLACK_STATUS_INTERVAL_SECONDS")
+    )
     link_ttl_seconds: float = Field(
         30 * 24 * 3600, gt=0, validation_alias=_ours("LINK_TTL_SECONDS")
     )

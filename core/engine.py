@@ -32,6 +32,7 @@ from core.store import events as event_store
 from core.store import prompts as prompt_store
 from core.store import sandboxes as sandbox_store
 from core.store import sessions as session_store
+from core.store import settings as settings_store
 from core.viewers import Viewer, keep_present, watchers
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,31 @@ class Engine:
     async def leave(self, session_id: str, person_id: str) -> None:
         """A watcher stops watching; authors stay participants."""
         await session_store.remove_watcher(self._pool, session_id, person_id)
+
+    async def thread_of(self, session_id: str) -> str | None:
+        """The thread key a session was started from."""
+        return await session_store.thread_of(self._pool, session_id)
+
+    async def threads_with_work(self, prefix: str) -> list[tuple[str, str]]:
+        """(session id, thread key) of sessions with queued or running prompts whose thread
+        key starts with `prefix`: what a restarted front door must follow again."""
+        return await session_store.threads_with_work(self._pool, prefix)
+
+    # ----- settings changed at run time ------------------------------------------------------
+
+    async def setting(self, name: str) -> Any:
+        return await settings_store.get(self._pool, name)
+
+    async def settings_all(self) -> dict[str, Any]:
+        return await settings_store.all_settings(self._pool)
+
+    async def set_setting(self, name: str, value: Any, by: str) -> None:
+        """Set (or with None, remove) a run-time setting."""
+        if value is None:
+            await settings_store.delete(self._pool, name)
+        else:
+            await settings_store.put(self._pool, name, value, by)
+        log.info("setting %s changed by %s", name, by)
 
     # ----- links to the session page ---------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.broker import Broker
@@ -57,3 +58,14 @@ async def watched(broker: Broker, session_id: str) -> bool:
     if await broker.presence_members(presence_key(session_id)):
         return True
     return await broker.cache_get(f"watched:{session_id}") is not None
+
+
+def describe(viewers: list[Viewer], followers: Sequence[str] = ()) -> list[str]:
+    """Named viewers by name, people following in Slack, anonymous ones (link holders)
+    counted."""
+    named = sorted({f"{v.name} ({v.kind})" for v in viewers if v.name})
+    named += sorted(f"{name} (Slack)" for name in set(followers))
+    anonymous = sum(1 for v in viewers if not v.name)
+    if anonymous:
+        named.append(f"{anonymous} on the web" if anonymous > 1 else "1 on the web")
+    return named

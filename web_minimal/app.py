@@ -21,9 +21,9 @@ from aiohttp import web
 from core.engine import Engine
 from core.links import LinkRefused
 from core.models import Event, SessionInfo
-from core.viewers import Viewer
+from core.viewers import Viewer, describe
 from web_minimal.render import part, templates
-from web_minimal.transcript import CLOSES_TEXT, Op, Transcript, describe_viewers
+from web_minimal.transcript import CLOSES_TEXT, Op, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ async def _pump(events: AsyncIterator[Event], queue: asyncio.Queue[Event | None]
 
 async def _watchers(engine: Engine, info: SessionInfo) -> list[str]:
     """Who is following the session now: on the web or a terminal, and in Slack."""
-    return describe_viewers(await engine.watchers(info.id), info.watcher_names)
+    return describe(await engine.watchers(info.id), info.watcher_names)
 
 
 def _message(ops: list[Op], seq: int | None = None) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -139,17 +138,6 @@ class Op:
 
 def _dom_safe(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", str(value))[:64]
-
-
-def describe_viewers(viewers: list[Any], followers: Sequence[str] = ()) -> list[str]:
-    """Named viewers by name, people following in Slack, anonymous ones (link holders)
-    counted."""
-    named = sorted({f"{v.name} ({v.kind})" for v in viewers if v.name})
-    named += sorted(f"{name} (Slack)" for name in set(followers))
-    anonymous = sum(1 for v in viewers if not v.name)
-    if anonymous:
-        named.append(f"{anonymous} on the web" if anonymous > 1 else "1 on the web")
-    return named
 
 
 class Transcript:

@@ -138,6 +138,25 @@ async def revoke_links(conn: asyncpg.Connection | asyncpg.Pool, session_id: str)
     return generation
 
 
+async def thread_of(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> str | None:
+    return await conn.fetchval(
+        "SELECT thread_key FROM threads WHERE session_id = $1 ORDER BY thread_key LIMIT 1",
+        session_id,
+    )
+
+
+async def threads_with_work(
+    conn: asyncpg.Connection | asyncpg.Pool, prefix: str
+) -> list[tuple[str, str]]:
+    rows = await conn.fetch(
+        """SELECT DISTINCT t.session_id, t.thread_key FROM threads t
+           JOIN prompts p ON p.session_id = t.session_id
+           WHERE p.state IN ('queued', 'running') AND starts_with(t.thread_key, $1)""",
+        prefix,
+    )
+    return [(r["session_id"], r["thread_key"]) for r in rows]
+
+
 async def add_usage(
     conn: asyncpg.Connection,
     session_id: str,

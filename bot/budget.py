@@ -1,0 +1,40 @@
+"""Slack write budgets shared by every session and replica (token buckets in the broker).
+
+Slack limits `chat.update` and `reactions.*` per workspace, not per thread. Urgent writes
+(a completion card, a failure, a final state) wait for the budget and, while they wait, mark
+the method as contended, so that optional writes (an intermediate status) step aside instead
+of taking the tokens first: those are dropped and coalesced into a later update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.broker import Broker
+from core.config import Settings
+
+
+class Budget:
+    def __init__(self, broker: Broker, settings: Settings) -> None:
+        self._broker = broker
+        per_minute = {
+            "chat.update": settings.slack_updates_per_minute,
+            "reactions": settings.slack_reactions_per_minute,
+            "chat.postMessage": settings.slack_posts_per_minute,
+        }
+        # A burst of a tenth of a minute's budget: enough for a reaction swap and a card.
+        self._buckets = {m: (n / 60.0, max(2.0, n / 10)) for m, n in per_minute.items()}
+
+    async def spend(self, method: str, urgent: bool) -> bool:
+        """Take one call's worth of `method`'s budget: urgent calls wait for it, others get
+        False at once when there is none (or an urgent one is waiting)."""
+        rate, burst = self._buckets[method]
+        contended = f"slack-urgent:{method}"
+        if not urgent and await self._broker.cache_get(contended) is not None:
+            return False
+        while (wait := await self._broker.take(f"slack-budget:{method}", rate, burst)) > 0:
+            if not urgent:
+                return False
+            await self._broker.cache_set(contended, b"1", wait + 1.0)
+            await asyncio.sleep(wait)
+        return True

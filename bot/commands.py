@@ -1,0 +1,71 @@
+"""Thread commands: `stop`, `status`, `pr`, `help` (the exact word, alone in the message)."""
+
+from __future__ import annotations
+
+from bot.render.mrkdwn import cut, escape
+from core.engine import Engine
+from core.viewers import describe
+
+COMMANDS = ("stop", "status", "pr", "help")
+
+HELP = """*What I understand*
+• <@{bot}> `<request>` in a channel, or any message in a DM: a session for that thread
+• any reply in a session's thread: a follow-up prompt, queued while I am busy
+• `stop` (or 🛑 on the thread's first message, or the Stop button): stop the running prompt \
+and cancel the queue; the session stays open
+• `status`: what I am doing, what is queued, who is watching, what it cost
+• `pr`: push this session's work to `open-inspect/<session>`
+• 👀 on the thread's first message: follow the session; remove it to stop following
+• `help`: this message"""
+
+
+def _quote(text: str) -> str:
+    return escape(cut(" ".join(text.split()), 80, "…"))
+
+
+async def stop(engine: Engine, session_id: str, by: str) -> str:
+    active = await engine.active_prompts(session_id)
+    await engine.stop(session_id, by)
+    if not active:
+        return f"Nothing was running. The session stays open. (asked by {escape(by)})"
+    running = [p for p in active if p.state == "running"]
+    queued = [p for p in active if p.state == "queued"]
+    lines = [f"*Stopped* by {escape(by)}. The session stays open: reply to go on."]
+    if running:
+        lines.append(f"• stopped: {escape(running[0].author.name)}: “{_quote(running[0].text)}”")
+    for prompt in queued:
+        lines.append(f"• cancelled: {escape(prompt.author.name)}: “{_quote(prompt.text)}”")
+    return "\n".join(lines)
+
+
+async def status(engine: Engine, session_id: str, link: str) -> str:
+    info = await engine.session(session_id)
+    active = await engine.active_prompts(session_id)
+    watching = describe(await engine.watchers(session_id), info.watcher_names)
+    lines = [
+        f"*{escape(info.state)}* · `{escape(info.repository or 'no repository')}` · "
+        f"<{link}|session page>"
+    ]
+    for prompt in active:
+        lines.append(f"• {prompt.state}: {escape(prompt.author.name)}: “{_quote(prompt.text)}”")
+    if not active:
+        lines.append("• nothing running or queued")
+    lines.append(f"Watching: {escape(', '.join(watching)) or 'nobody'}")
+    lines.append(
+        f"Usage: {info.input_tokens:,} in · {info.output_tokens:,} out · ${info.cost_usd:.4f}"
+    )
+    return "\n".join(lines)
+
+
+async def pull_request(engine: Engine, session_id: str, by: str) -> str:
+    """Push the session's work (after the running prompt); say where it went."""
+    latest = await engine.latest_of_types(session_id, ("prompt_complete",))
+    changes = latest[0].data if latest else {}
+    total = changes.get("total") if isinstance(changes.get("total"), dict) else changes
+    if not latest or not total.get("files"):
+        return "No changes to push: nothing in this session has changed a file yet."
+    event = await engine.push(session_id, by=by)
+    if event.type != "pushed":
+        return f"*Push failed:* {escape(str(event.data.get('reason') or 'unknown reason'))}"
+    branch, commit = event.data.get("branch"), str(event.data.get("commit") or "")[:12]
+    return f"Pushed `{escape(str(branch))}` (commit `{commit}`) to the repository's origin."

@@ -1,0 +1,87 @@
+"""Who wrote to the bot: their name and e-mail for attribution, and whether they may use it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from core.broker import Broker
+from core.config import Settings
+from core.models import Author
+
+log = logging.getLogger(__name__)
+
+_CACHE_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class Person:
+    id: str
+    team_id: str
+    name: str
+    email: str | None = None
+    guest: bool = False
+    bot: bool = False
+
+    def author(self, team: str) -> Author:
+        return Author(f"slack:{team}:{self.id}", self.name, self.email)
+
+
+class People:
+    """`users.info`, cached in the broker so replicas share it and a busy thread costs one
+    call an hour per person."""
+
+    def __init__(self, client: AsyncWebClient, broker: Broker, settings: Settings) -> None:
+        self._client = client
+        self._broker = broker
+        self._settings = settings
+
+    async def get(self, user_id: str) -> Person:
+        cached = await self._broker.cache_get(f"slack-user:{user_id}")
+        if cached is not None:
+            return Person(**json.loads(cached))
+        try:
+            user = (await self._client.users_info(user=user_id))["user"]
+        except SlackApiError as exc:
+            log.warning("users.info %s failed: %s", user_id, exc.response.get("error"))
+            return Person(user_id, "", user_id)
+        profile = user.get("profile") or {}
+        person = Person(
+            id=user_id,
+            team_id=user.get("team_id") or profile.get("team") or "",
+            name=profile.get("real_name") or profile.get("display_name") or user.get("name")
+            or user_id,
+            email=profile.get("email"),
+            guest=bool(user.get("is_restricted") or user.get("is_ultra_restricted")),
+            bot=bool(user.get("is_bot")),
+        )  # fmt: skip
+        await self._broker.cache_set(
+            f"slack-user:{user_id}", json.dumps(asdict(person)).encode(), _CACHE_SECONDS
+        )
+        return person
+
+    async def names(self, user_ids: list[str]) -> dict[str, str]:
+        return {user_id: (await self.get(user_id)).name for user_id in set(user_ids)}
+
+    def refusal(self, person: Person, team: str, channel: str) -> str | None:
+        """Why this person may not use the bot here, or None when they may."""
+        allowed_users = self._settings.allowed_users
+        allowed_channels = self._settings.allowed_channels
+        if person.team_id and person.team_id != team:
+            return (
+                "I only work for members of this workspace, so I cannot take requests from "
+                "other organisations' accounts."
+            )
+        if person.guest:
+            return (
+                "Guest accounts cannot start or steer sessions here. Ask a member of the workspace."
+            )
+        if allowed_users and person.id not in allowed_users:
+            return "You are not on the list of people who may use me. Ask an admin to add you."
+        if allowed_channels and channel not in allowed_channels and not channel.startswith("D"):
+            return "I am not enabled in this channel. Ask an admin, or try an enabled channel."
+        return None

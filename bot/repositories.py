@@ -1,0 +1,55 @@
+"""Which repository a request is about: named in it, the channel's default, the only one there
+is, a keyword rule; otherwise nobody can tell, and the bot asks."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from core.engine import Engine
+
+_URL = re.compile(
+    r"https?://[^\s/]+/([A-Za-z0-9_.\-]+)/([A-Za-z0-9_.\-]+?)(?:\.git)?(?:[/#?]\S*)?$"
+)
+_OWNER_NAME = re.compile(r"[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+")
+
+
+def channel_default_key(channel: str) -> str:
+    return f"slack.channel_default:{channel}"
+
+
+KEYWORD_RULES = "slack.keyword_rules"
+
+
+def named_in(text: str, known: list[str]) -> str | None:
+    """A word of `text` that names a known repository (`owner/name` or a URL to it, any case)."""
+    by_lower = {name.lower(): name for name in known}
+    for word in re.split(r"[\s,;()\[\]<>|`'\"]+", text):
+        word = word.rstrip(".:!?")
+        url = _URL.match(word)
+        candidate = f"{url[1]}/{url[2]}" if url else word
+        if _OWNER_NAME.fullmatch(candidate) and candidate.lower() in by_lower:
+            return by_lower[candidate.lower()]
+    return None
+
+
+def by_keyword(text: str, rules: list[Any], known: list[str]) -> str | None:
+    """The first rule whose keyword is a word of `text` (rules: [[keyword, repository], …])."""
+    words = {w.lower() for w in re.findall(r"[\w\-.]+", text)}
+    for rule in rules or []:
+        if isinstance(rule, list) and len(rule) == 2 and rule[0].lower() in words:
+            if rule[1] in known:
+                return rule[1]
+    return None
+
+
+async def resolve(engine: Engine, text: str, channel: str) -> str | None:
+    known = sorted(engine.settings.repository_urls)
+    if (named := named_in(text, known)) is not None:
+        return named
+    default = await engine.setting(channel_default_key(channel))
+    if default in known:
+        return default
+    if len(known) == 1:
+        return known[0]
+    return by_keyword(text, await engine.setting(KEYWORD_RULES) or [], known)
