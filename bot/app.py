@@ -66,9 +66,9 @@ class SlackBot:
         # Sessions still working when this process last stopped: follow them again.
         for session_id, key in await self.engine.threads_with_work("slack:"):
             if (thread := Thread.parse(key)) is not None:
-                await self._follow(
-                    session_id, thread, (await self.engine.session(session_id)).last_seq
-                )
+                after = (await self.engine.session(session_id)).last_seq
+                renderer = self._follow(session_id, thread, after)
+                renderer.seed(await self.engine.active_prompts(session_id))
         log.info("Slack bot connected as %s in team %s", self.bot_user_id, self.team)
 
     async def close(self) -> None:
@@ -280,9 +280,6 @@ class SlackBot:
                 )
             await self._reply(thread, answer)
             return
-        renderer = await self._follow(
-            session_id, thread, (await self.engine.session(session_id)).last_seq
-        )
         if command == "stop":
             await self._reply(thread, await commands.stop(self.engine, session_id, person.name))
         elif command == "status":
@@ -290,7 +287,7 @@ class SlackBot:
             await self._reply(thread, await commands.status(self.engine, session_id, link))
         elif command == "pr":
             await self._reply(
-                thread, await commands.pull_request(self.engine, renderer, person.name)
+                thread, await commands.pull_request(self.engine, session_id, person.name)
             )
 
     async def _ask_repository(self, thread: Thread, person: Person, ts: str, text: str) -> None:
@@ -352,7 +349,7 @@ class SlackBot:
         await self._post(thread, *cards.note(text))
 
     async def _post(self, thread: Thread, text: str, blocks: list[dict[str, Any]]) -> None:
-        await self.budget.spend("chat.postMessage", urgent=True)
+        await self.budget.spend("chat.postMessage", urgent=True, scope=thread.channel)
         await self.client.chat_postMessage(
             channel=thread.channel, thread_ts=thread.ts, text=text, blocks=blocks
         )

@@ -1,6 +1,7 @@
 """Slack write budgets shared by every session and replica (token buckets in the broker).
 
-Slack limits `chat.update` and `reactions.*` per workspace, not per thread. Urgent writes
+Slack limits `chat.update` and `reactions.*` per workspace, not per thread, and
+`chat.postMessage` per channel. Urgent writes
 (a completion card, a failure, a final state) wait for the budget and, while they wait, mark
 the method as contended, so that optional writes (an intermediate status) step aside instead
 of taking the tokens first: those are dropped and coalesced into a later update.
@@ -25,14 +26,16 @@ class Budget:
         # A burst of a tenth of a minute's budget: enough for a reaction swap and a card.
         self._buckets = {m: (n / 60.0, max(2.0, n / 10)) for m, n in per_minute.items()}
 
-    async def spend(self, method: str, urgent: bool) -> bool:
-        """Take one call's worth of `method`'s budget: urgent calls wait for it, others get
-        False at once when there is none (or an urgent one is waiting)."""
+    async def spend(self, method: str, urgent: bool, scope: str = "") -> bool:
+        """Take one call's worth of `method`'s budget (for `scope`: posts are limited per
+        channel): urgent calls wait for it, others get False at once when there is none (or
+        an urgent one is waiting)."""
         rate, burst = self._buckets[method]
-        contended = f"slack-urgent:{method}"
+        contended = f"slack-urgent:{method}:{scope}"
         if not urgent and await self._broker.cache_get(contended) is not None:
             return False
-        while (wait := await self._broker.take(f"slack-budget:{method}", rate, burst)) > 0:
+        bucket = f"slack-budget:{method}:{scope}"
+        while (wait := await self._broker.take(bucket, rate, burst)) > 0:
             if not urgent:
                 return False
             await self._broker.cache_set(contended, b"1", wait + 1.0)

@@ -178,7 +178,7 @@ class ThreadRenderer:
 
     async def post(self, text: str, blocks: list[dict[str, Any]] | None = None) -> str | None:
         """A reply in the thread; the budget is waited for (replies are never dropped)."""
-        await self.budget.spend("chat.postMessage", urgent=True)
+        await self.budget.spend("chat.postMessage", urgent=True, scope=self.thread.channel)
         try:
             reply = await self.client.chat_postMessage(
                 channel=self.thread.channel, thread_ts=self.thread.ts, text=text, blocks=blocks

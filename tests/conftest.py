@@ -151,3 +151,25 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+async def own_database_url(pg_admin_url: str) -> str:
+    """A migrated database of this test's own: for tests whose engine would otherwise adopt
+    the unfinished sessions that other tests left in the shared one."""
+    from core.store.migrations import migrate
+
+    name = f"oi_own_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(pg_admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = _with_database(pg_admin_url, name)
+    await _migrate(url, migrate)
+    yield url
+    conn = await asyncpg.connect(pg_admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

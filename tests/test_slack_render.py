@@ -68,7 +68,7 @@ def test_a_huge_answer_and_300_files_fit_in_one_card() -> None:
     )  # fmt: skip
     text, blocks = cards.completion(progress, "s1", "http://page/s/x", "1 in · 2 out", None)
     _within_slack_limits(blocks)
-    assert len(text) <= 3000
+    assert len(text) <= 3000 and "<!channel>" not in text
     rendered = str(blocks)
     assert "the whole answer is on <http://page/s/x|the session page>" in rendered
     assert "and 285 more" in rendered and "<!channel>" not in rendered

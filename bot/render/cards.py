@@ -86,7 +86,7 @@ def status(progress: Progress, session_id: str, link: str) -> tuple[str, Blocks]
                 "value": session_id,
             }
         )
-    return f"{headline}: {progress.author}'s request", [
+    return f"{headline}: {escape(progress.author)}'s request", [
         _section(text),
         {"type": "actions", "elements": buttons},
     ]
@@ -129,7 +129,7 @@ def completion(
              "style": "primary", "action_id": PR_ACTION, "value": session_id}
         )  # fmt: skip
     blocks.append({"type": "actions", "elements": buttons})
-    return cut(f"Done: {progress.answer.strip()}", 3000, "…"), blocks
+    return cut(f"Done: {escape(progress.answer.strip())}", 3000, "…"), blocks
 
 
 def failure(progress: Progress, link: str) -> tuple[str, Blocks]:
@@ -137,7 +137,7 @@ def failure(progress: Progress, link: str) -> tuple[str, Blocks]:
     verb = {"stopped": "Stopped", "interrupted": "Interrupted"}.get(progress.state, "Failed")
     reason = escape(cut(progress.reason or "no reason was given", 2500, "…"))
     text = f"*{verb}* · {escape(progress.author)}'s request\n{reason}"
-    return f"{verb}: {progress.reason or ''}"[:3000], [
+    return escape(f"{verb}: {progress.reason or ''}")[:3000], [
         _section(text),
         {"type": "actions", "elements": [_link_button(link)]},
     ]

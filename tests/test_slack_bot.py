@@ -1,0 +1,269 @@
+"""The bot, driven as people use it, through the Slack emulator and the real Bolt app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.engine_helpers import until
+from tests.slack_fixtures import SlackSystem, start_slack
+from tests.web_helpers import DIFF
+
+ALICE, BOB = "UALICE", "UBOB"
+
+
+@pytest.fixture
+async def system(own_database_url: str, data_dir: Path):
+    async with start_slack(own_database_url, data_dir) as running:
+        running.slack.add_user(ALICE, "Alice Anders", email="alice@example.com")
+        running.slack.add_user(BOB, "Bob Berg", email="bob@example.com")
+        yield running
+
+
+def steps(*items: dict) -> str:
+    # `<` and `>` travel as JSON escapes, so that what the scripted agent says is its own words
+    # (a person's `<!channel>` would be read as a mention before it reached the agent).
+    return json.dumps(list(items)).replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+WORK = steps(
+    {"event": "tool_call", "data": {"id": "c1", "name": "bash", "input": {"command": "pytest"}}},
+    {"sleep": 0.3},
+    {"text": "All fixed. <!channel> look!"},
+    {"complete": {"answer": "All fixed. <!channel> look!", "stat": "1 file changed",
+                  "commit": "abc123def456",
+                  "total": {"files": [{"path": "calc.py", "status": "modified", "additions": 1,
+                                       "deletions": 1}], "stat": "1 file changed",
+                            "diff": DIFF}}},
+)  # fmt: skip
+
+
+def bot_posts(system: SlackSystem, channel: str, thread_ts: str) -> list[dict]:
+    return [m for m in system.slack.messages(channel, thread_ts) if m.get("bot_id")]
+
+
+def text_of(message: dict) -> str:
+    return json.dumps(message.get("blocks") or []) + message.get("text", "")
+
+
+async def posted(system: SlackSystem, channel: str, thread_ts: str, needle: str) -> dict:
+    async def find() -> dict | None:
+        for message in bot_posts(system, channel, thread_ts):
+            if needle in text_of(message):
+                return message
+        return None
+
+    try:
+        return await until(find, what=f"a bot message containing {needle!r}")
+    except AssertionError:
+        print("\n".join(system.slack.transcript(channel, thread_ts)))
+        for call in system.slack.journal:
+            print(call["method"], call.get("error") or "ok", str(call["args"])[:160])
+        raise
+
+
+async def said(system: SlackSystem, needle: str) -> None:
+    """Until the bot has posted or edited a message to say `needle` (it may have moved on)."""
+
+    def find() -> bool:
+        return any(
+            needle in json.dumps(call["args"])
+            for call in system.slack.journal
+            if call["method"] in ("chat.postMessage", "chat.update") and call.get("ok")
+        )
+
+    await until(find, what=f"the bot to say {needle!r}")
+
+
+async def reaction_is(system: SlackSystem, channel: str, ts: str, name: str) -> None:
+    async def only() -> bool:
+        return system.slack.reactions(channel, ts) == [name]
+
+    await until(only, what=f"only :{name}: on {ts}; now {system.slack.reactions(channel, ts)}")
+
+
+async def test_a_mention_gets_eyes_then_a_status_and_a_card_linking_the_page(
+    system: SlackSystem,
+) -> None:
+    channel = system.slack.general
+    ts = await system.slack.mention(ALICE, channel, WORK)
+    await until(lambda: system.slack.reactions(channel, ts), what="a reaction at once")
+    assert system.slack.reactions(channel, ts)[0] in ("eyes", "hourglass_flowing_sand")
+    await said(system, "Working on it")
+    card = await posted(system, channel, ts, "All fixed")
+    await reaction_is(system, channel, ts, "white_check_mark")
+    # What the agent wrote cannot notify anyone, in the blocks or in the notification text.
+    assert "&lt;!channel&gt;" in text_of(card) and "<!channel>" not in text_of(card)
+    link = next(
+        e["url"] for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]
+        if e.get("action_id") == "view_session"
+    )  # fmt: skip
+    async with aiohttp.ClientSession() as http, http.get(link) as page:
+        assert page.status == 200 and "acme/calc" in await page.text()
+    sid = await system.session_of(channel, ts)
+    prompt = (await system.engine.history(sid))[0]
+    assert prompt is not None
+    queued = [e for e in await system.engine.history(sid) if e.type == "prompt_queued"]
+    assert queued[0].data["author"]["name"] == "Alice Anders"
+    assert queued[0].data["text"] == WORK  # the mention is stripped
+
+
+async def test_a_direct_message_starts_a_session_without_a_mention(system: SlackSystem) -> None:
+    dm = await system.slack.open_dm(ALICE)
+    ts = await system.slack.post(ALICE, dm, WORK)
+    await posted(system, dm, ts, "All fixed")
+    await reaction_is(system, dm, ts, "white_check_mark")
+
+
+async def test_a_second_persons_reply_is_queued_shown_and_attributed(system: SlackSystem) -> None:
+    channel = system.slack.general
+    root = await system.slack.mention(ALICE, channel, steps({"sleep": 1.0}))
+    await posted(system, channel, root, "Working on it")
+    reply = await system.slack.post(BOB, channel, "and also this", thread_ts=root)
+    await posted(system, channel, root, "Queued: 1 prompt ahead")
+    await reaction_is(system, channel, reply, "eyes")
+    await reaction_is(system, channel, reply, "white_check_mark")
+    await reaction_is(system, channel, root, "white_check_mark")
+    sid = await system.session_of(channel, root)
+    authors = [p.author.name for p in system.provider.sandboxes[0].prompts]
+    assert authors == ["Alice Anders", "Bob Berg"]
+    assert (await system.engine.session(sid)).participant_names == ["Alice Anders", "Bob Berg"]
+
+
+async def test_stop_by_reply_stops_the_prompt_and_lists_the_cancelled_queue(
+    system: SlackSystem,
+) -> None:
+    channel = system.slack.general
+    root = await system.slack.mention(ALICE, channel, steps({"sleep": 30}))
+    await posted(system, channel, root, "Working on it")
+    queued = await system.slack.post(BOB, channel, "next thing", thread_ts=root)
+    await posted(system, channel, root, "Queued")
+    await system.slack.post(BOB, channel, "stop", thread_ts=root)
+    answer = await posted(system, channel, root, "Stopped")
+    assert "cancelled: Bob Berg" in text_of(answer) and "stopped: Alice Anders" in text_of(answer)
+    await reaction_is(system, channel, root, "octagonal_sign")
+    await reaction_is(system, channel, queued, "octagonal_sign")
+    # The session stays open: the next reply runs.
+    follow = await system.slack.post(
+        ALICE, channel, "go on " + steps({"text": "ok"}), thread_ts=root
+    )
+    await reaction_is(system, channel, follow, "white_check_mark")
+
+
+async def test_the_stop_reaction_and_the_stop_button_stop_the_agent(system: SlackSystem) -> None:
+    channel = system.slack.general
+    root = await system.slack.mention(ALICE, channel, steps({"sleep": 30}))
+    status = await posted(system, channel, root, "Working on it")
+    await system.slack.react(BOB, channel, root, "octagonal_sign")
+    await posted(system, channel, root, "Stopped")
+    # Again with the button on the status message of a new prompt.
+    again = await system.slack.post(ALICE, channel, steps({"sleep": 30}), thread_ts=root)
+    await reaction_is(system, channel, again, "hourglass_flowing_sand")
+    status = await posted(system, channel, root, "Working on it")
+    sid = await system.session_of(channel, root)
+    await system.slack.click(BOB, channel, status["ts"], "stop_session", sid)
+    await reaction_is(system, channel, again, "octagonal_sign")
+
+
+async def test_status_help_and_watching_with_eyes(system: SlackSystem) -> None:
+    channel = system.slack.general
+    root = await system.slack.mention(ALICE, channel, WORK)
+    await posted(system, channel, root, "All fixed")
+    await system.slack.react(BOB, channel, root, "eyes")
+    sid = await system.session_of(channel, root)
+    await until(lambda: _watchers(system, sid, ["Bob Berg"]), what="Bob watching after his 👀")
+    await system.slack.post(ALICE, channel, "status", thread_ts=root)
+    status = await posted(system, channel, root, "Watching:")
+    assert "Bob Berg (Slack)" in text_of(status) and "acme/calc" in text_of(status)
+    await system.slack.unreact(BOB, channel, root, "eyes")
+    await until(lambda: _watchers(system, sid, []), what="Bob gone after removing 👀")
+    await system.slack.post(BOB, channel, "help", thread_ts=root)
+    await posted(system, channel, root, "What I understand")
+
+
+async def _watchers(system: SlackSystem, sid: str, names: list[str]) -> bool:
+    return (await system.engine.session(sid)).watcher_names == names
+
+
+async def test_a_redelivered_or_doubly_delivered_mention_starts_one_prompt(
+    system: SlackSystem,
+) -> None:
+    channel = system.slack.general
+    ts = await system.slack.mention(ALICE, channel, WORK, also_message=True)
+    sid = await system.session_of(channel, ts)
+    for attempt in (1, 2, 3):
+        await system.slack.redeliver_last(retry_attempt=attempt)
+    await system.restart_bot()
+    await system.slack.redeliver_last(retry_attempt=3)
+    await posted(system, channel, ts, "All fixed")
+    prompts = [e for e in await system.engine.history(sid) if e.type == "prompt_queued"]
+    assert len(prompts) == 1
+
+
+async def test_a_disconnect_mid_session_loses_nothing(system: SlackSystem) -> None:
+    channel = system.slack.general
+    root = await system.slack.mention(ALICE, channel, steps({"sleep": 1.0}))
+    await posted(system, channel, root, "Working on it")
+    await system.slack.disconnect()
+    reply = await system.slack.post(
+        BOB, channel, "after the disconnect " + steps({"text": "x"}), thread_ts=root
+    )
+    await reaction_is(system, channel, reply, "white_check_mark")
+    await reaction_is(system, channel, root, "white_check_mark")
+
+
+@pytest.mark.parametrize(
+    ("user", "why"),
+    [
+        ("UGUEST", "Guest accounts"),
+        ("UEXTERNAL", "other organisations"),
+        ("UOUTSIDER", "not on the list"),
+    ],
+)
+async def test_guests_external_and_unlisted_people_are_refused(
+    own_database_url: str, data_dir: Path, user: str, why: str
+) -> None:
+    async with start_slack(
+        own_database_url, data_dir, allowed_users=[ALICE, "UGUEST", "UEXTERNAL"]
+    ) as system:
+        system.slack.add_user("UGUEST", "Gus Guest", guest=True)
+        system.slack.add_user("UEXTERNAL", "Ext Ernal", team_id="TOTHER")
+        system.slack.add_user("UOUTSIDER", "Out Sider")
+        channel = system.slack.general
+        ts = await system.slack.mention(user, channel, "acme/calc do it")
+        await until(
+            lambda: [e for e in system.slack.ephemerals(channel) if e["user"] == user],
+            what="an ephemeral refusal",
+        )
+        refusal = system.slack.ephemerals(channel)[-1]
+        assert why in refusal["text"]
+        assert (
+            await system.engine.session_for_thread(f"slack:{system.slack.team_id}:{channel}:{ts}")
+            is None
+        )
+        assert system.slack.reactions(channel, ts) == []
+
+
+async def test_an_unknown_repository_is_asked_for_and_the_choice_starts_the_session(
+    own_database_url: str, data_dir: Path
+) -> None:
+    repos = [f"acme/calc={data_dir}/a", f"acme/web={data_dir}/b"]
+    async with start_slack(own_database_url, data_dir, repositories=repos) as system:
+        system.slack.add_user(ALICE, "Alice Anders")
+        channel = system.slack.general
+        ts = await system.slack.mention(ALICE, channel, WORK)
+        picker = await posted(system, channel, ts, "Which repository")
+        await system.slack.select(ALICE, channel, picker["ts"], "pick_repository", "acme/web")
+        await posted(system, channel, ts, "All fixed")
+        sid = await system.session_of(channel, ts)
+        assert (await system.engine.session(sid)).repository == "acme/web"
+
+
+async def test_an_empty_request_gets_a_clear_answer(system: SlackSystem) -> None:
+    channel = system.slack.general
+    ts = await system.slack.mention(ALICE, channel, "   ")
+    answer = await posted(system, channel, ts, "could not take that")
+    assert "empty" in text_of(answer)
