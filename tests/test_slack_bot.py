@@ -8,7 +8,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.emulators.llm.server import LLMEmulator
 from tests.engine_helpers import until
+from tests.gitserver import git
+from tests.sandbox_fixtures import PROVIDER_KEY, calc_repo
 from tests.slack_fixtures import SlackSystem, start_slack
 from tests.web_helpers import DIFF
 
@@ -267,3 +270,63 @@ async def test_an_empty_request_gets_a_clear_answer(system: SlackSystem) -> None
     ts = await system.slack.mention(ALICE, channel, "   ")
     answer = await posted(system, channel, ts, "could not take that")
     assert "empty" in text_of(answer)
+
+
+async def test_two_people_in_one_thread_then_pr_pushes_both_peoples_commits(
+    own_database_url: str, tmp_path: Path
+) -> None:
+    """Real sandboxes, a real repository and the LLM emulator: the second person's reply
+    waits for the first prompt, runs next, and `pr` pushes commits authored by each."""
+    llm = LLMEmulator(api_key=PROVIDER_KEY)
+    await llm.start()
+    repo = calc_repo(tmp_path / "origin")
+    llm.script = [
+        {
+            "text": "Fixing.",
+            "tool_calls": [
+                {
+                    "name": "edit_file",
+                    "input": {"path": "calc.py", "old": "return a - b", "new": "return a + b"},
+                },
+                {"name": "bash", "input": {"command": "sleep 2"}},
+            ],
+        },
+        {"text": "Fixed add()."},
+        {
+            "tool_calls": [
+                {"name": "write_file", "input": {"path": "NOTES.md", "content": "notes\n"}}
+            ]
+        },
+        {"text": "Wrote the notes."},
+    ]
+    overrides = dict(
+        anthropic_base_url=llm.url, anthropic_api_key=PROVIDER_KEY,
+        model="anthropic:claude-sonnet-4-6", heartbeat_seconds=0.5, connect_timeout_seconds=60.0,
+        setup_timeout_seconds=30.0, warm_pool=0,
+    )  # fmt: skip
+    try:
+        async with start_slack(
+            own_database_url, tmp_path / "data", repositories=[f"acme/calc={repo}"],
+            scripted=False, **overrides,
+        ) as system:  # fmt: skip
+            system.slack.add_user(ALICE, "Alice Anders", email="alice@example.com")
+            system.slack.add_user(BOB, "Bob Berg", email="bob@example.com")
+            channel = system.slack.general
+            root = await system.slack.mention(ALICE, channel, "fix add() in acme/calc")
+            await reaction_is(system, channel, root, "hourglass_flowing_sand")
+            reply = await system.slack.post(BOB, channel, "then add a NOTES.md", thread_ts=root)
+            await said(system, "Queued: 1 prompt ahead")
+            await posted(system, channel, root, "Fixed add()")
+            await posted(system, channel, root, "Wrote the notes")
+            await reaction_is(system, channel, reply, "white_check_mark")
+            await system.slack.post(ALICE, channel, "pr", thread_ts=root)
+            pushed = await posted(system, channel, root, "Pushed")
+            sid = await system.session_of(channel, root)
+            assert f"open-inspect/{sid}" in text_of(pushed)
+            authors = git("log", "--format=%an <%ae>", f"open-inspect/{sid}", "-2", cwd=repo)
+            assert authors.splitlines() == [
+                "Bob Berg <bob@example.com>",
+                "Alice Anders <alice@example.com>",
+            ]
+    finally:
+        await llm.stop()
