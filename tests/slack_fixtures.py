@@ -57,7 +57,7 @@ async def start_slack(
     slack = SlackEmulator(**(emulator or {}))
     await slack.start()
     provider = ScriptedProvider() if scripted else None  # None: real local sandboxes
-    settings = fast_settings(
+    values: dict[str, Any] = dict(
         database_url=database_url,
         data_dir=data_dir,
         http_port=0,
@@ -66,12 +66,10 @@ async def start_slack(
         slack_bot_token=slack.bot_token,
         slack_app_token=slack.app_token,
         slack_api_url=slack.api_url,
-        repositories=repositories
-        if repositories is not None
-        else [f"acme/calc={data_dir}/nowhere"],
+        repositories=[f"acme/calc={data_dir}/nowhere"] if repositories is None else repositories,
         slack_status_interval_seconds=0.1,
-        **overrides,
     )
+    settings = fast_settings(**{**values, **overrides})
     running = await runtime.start(settings, DataDir(data_dir), provider=provider, mounts=[mount])
     bot = SlackBot(running.engine, running.broker)
     system = SlackSystem(running, slack, bot, provider)

@@ -18,6 +18,8 @@ import asyncpg
 import pytest
 
 from tests.conftest import free_port
+from tests.emulators.slack.server import SlackEmulator
+from tests.engine_helpers import until
 
 CLI = [sys.executable, "-c", "from core.cli import main; raise SystemExit(main())"]
 
@@ -33,10 +35,10 @@ def embedded_env(data_dir: Path, port: int) -> dict[str, str]:
     return env
 
 
-def start_up(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
+def start_up(data_dir: Path, port: int, log: Path, **extra_env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [*CLI, "up"],
-        env=embedded_env(data_dir, port),
+        env=embedded_env(data_dir, port) | extra_env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
@@ -195,3 +197,53 @@ def test_bad_configuration_is_reported_with_the_variable_name(data_dir: Path) ->
     result = subprocess.run([*CLI, "up"], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "OPEN_INSPECT_SECRETS_KEY" in result.stderr and "keygen" in result.stderr
+
+
+async def test_up_starts_the_slack_bot_when_both_tokens_are_set(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    slack = SlackEmulator()
+    await slack.start()
+    slack.add_user("UALICE", "Alice Anders")
+    port, log = free_port(), tmp_path / "up.log"
+    env = {
+        "SLACK_API_URL": slack.api_url,
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_APP_TOKEN": slack.app_token,
+        "OPEN_INSPECT_REPOSITORIES": f"acme/gone={tmp_path / 'no-such-repository'}",
+        "OPEN_INSPECT_WARM_POOL": "0",
+    }
+    proc = start_up(data_dir, port, log, **env)
+    try:
+        await asyncio.to_thread(wait_healthy, proc, port, log)
+        await asyncio.to_thread(_wait_for, log, "Slack bot is on")
+        ts = await slack.mention("UALICE", slack.general, "fix everything")
+        await slack.bot_reacted(slack.general, ts, timeout=20)
+        # The repository cannot be cloned: the thread says so, with the session's link.
+        failure = await until(
+            lambda: [m for m in slack.messages(slack.general, ts) if "Failed" in m["text"]],
+            timeout=60,
+            what="the failure in the thread",
+        )
+        assert f"http://127.0.0.1:{port}/s/" in json.dumps(failure[0]["blocks"])
+    finally:
+        assert stop(proc) == 0, log.read_text()
+        await slack.stop()
+
+
+def test_up_says_the_bot_is_off_without_slack_tokens(data_dir: Path, tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "up.log"
+    proc = start_up(data_dir, port, log)
+    try:
+        wait_healthy(proc, port, log)
+        _wait_for(log, "Slack is not configured")
+    finally:
+        assert stop(proc) == 0, log.read_text()
+
+
+def _wait_for(log: Path, text: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{text!r} not logged within {timeout}s:\n{log.read_text()}")
+        time.sleep(0.05)
