@@ -405,3 +405,15 @@ async def _first_prompt_text(system: SlackSystem, sid: str) -> str | None:
         if event.type == "prompt_queued":
             return event.data["text"]
     return None
+
+
+async def test_stop_by_mention_and_pr_without_changes(system: SlackSystem) -> None:
+    channel = system.slack.general
+    root = await system.slack.mention(ALICE, channel, steps({"sleep": 30}))
+    await reaction_is(system, channel, root, "hourglass_flowing_sand")
+    await system.slack.mention(BOB, channel, "stop", thread_ts=root)
+    await posted(system, channel, root, "stopped: Alice Anders")
+    await reaction_is(system, channel, root, "octagonal_sign")
+    await system.slack.post(ALICE, channel, "pr", thread_ts=root)
+    await posted(system, channel, root, "No changes to push")
+    assert system.provider.sandboxes[0].pushed == []

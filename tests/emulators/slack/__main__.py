@@ -62,11 +62,15 @@ async def serve(port: int) -> None:
         "SLACK_APP_TOKEN": emulator.app_token,
         "people": ["UALICE"],
         "channels": {c.id: c.name for c in emulator.channels.values()},
+        "act as a person": f"POST {emulator.url}/_emulator/mention|post|react (see --help)",
+        "see the thread": f"GET {emulator.url}/_emulator/transcript?channel=C0GENERAL",
     }, indent=2), flush=True)  # fmt: skip
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="A Slack workspace for local runs and tests.")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=8090)
     asyncio.run(serve(parser.parse_args().port))
