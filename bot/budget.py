@@ -23,11 +23,12 @@ class Budget:
             "reactions": settings.slack_reactions_per_minute,
             "chat.postMessage": settings.slack_posts_per_minute,
         }
-        # A burst of a tenth of a minute's budget: enough for a reaction swap and a card.
-        self._buckets = {m: (n / 60.0, max(2.0, n / 10)) for m, n in per_minute.items()}
+        # Bursts of a quarter of a minute's budget, as Slack tolerates: a prompt's reactions
+        # (👀, then two swaps) and a card go out at once.
+        self._buckets = {m: (n / 60.0, max(2.0, n / 4)) for m, n in per_minute.items()}
 
-    async def spend(self, method: str, urgent: bool, scope: str = "") -> bool:
-        """Take one call's worth of `method`'s budget (for `scope`: posts are limited per
+    async def spend(self, method: str, urgent: bool, scope: str = "", calls: int = 1) -> bool:
+        """Take `calls` calls' worth of `method`'s budget (for `scope`: posts are limited per
         channel): urgent calls wait for it, others get False at once when there is none (or
         an urgent one is waiting)."""
         rate, burst = self._buckets[method]
@@ -35,7 +36,7 @@ class Budget:
         if not urgent and await self._broker.cache_get(contended) is not None:
             return False
         bucket = f"slack-budget:{method}:{scope}"
-        while (wait := await self._broker.take(bucket, rate, burst)) > 0:
+        while (wait := await self._broker.take(bucket, rate, burst, float(calls))) > 0:
             if not urgent:
                 return False
             await self._broker.cache_set(contended, b"1", wait + 1.0)

@@ -81,10 +81,21 @@ class ThreadRenderer:
         self._link = ""
         self._expected = 0
         self._on_idle = on_idle
+        # Reactions change one at a time, so the first (👀) always lands before the next.
+        self._reacting = asyncio.Lock()
 
     def expect(self) -> None:
         """A prompt was just submitted: keep following until its events have come."""
         self._expected += 1
+
+    async def acknowledge(self, message_ts: str) -> None:
+        """👀 on a person's message, at once: it was received and stored."""
+        async with self._reacting:
+            await self.budget.spend("reactions", urgent=True)
+            with contextlib.suppress(SlackApiError):  # already_reacted: a redelivered event
+                await self.client.reactions_add(
+                    channel=self.thread.channel, timestamp=message_ts, name="eyes"
+                )
 
     def seed(self, prompts: list[Prompt]) -> None:
         """Prompts already under way when following starts (after a restart)."""
@@ -170,8 +181,9 @@ class ThreadRenderer:
                 progress, self.session_id, self._link, usage, pr[0].data.get("url") if pr else None
             )
             await self.post(text, blocks)
-        elif progress.state != "cancelled":
+        elif progress.state in ("failed", "interrupted"):
             await self.post(*cards.failure(progress, self._link))
+        # A stop is answered by the stop itself (who stopped what, and what was cancelled).
         self._prompts.pop(progress.prompt_id, None)
 
     # ----- Slack writes ----------------------------------------------------------------------
@@ -217,19 +229,22 @@ class ThreadRenderer:
             prompt.dirty = False
 
     async def _react(self, prompt: _Prompt, state: str) -> None:
-        """Exactly one state reaction on the prompt's message."""
+        """Exactly one state reaction on the prompt's message. The final one always comes;
+        "working" is skipped when the workspace's reaction budget is short."""
         wanted = REACTIONS.get(state)
         if prompt.message_ts is None or wanted == prompt.reaction:
             return
-        where = {"channel": self.thread.channel, "timestamp": prompt.message_ts}
-        if prompt.reaction is not None:
-            await self.budget.spend("reactions", urgent=True)
-            with contextlib.suppress(SlackApiError):  # no_reaction: someone removed it
-                await self.client.reactions_remove(name=prompt.reaction, **where)
-        await self.budget.spend("reactions", urgent=True)
-        with contextlib.suppress(SlackApiError):  # already_reacted: a redelivered event
-            await self.client.reactions_add(name=wanted, **where)
-        prompt.reaction = wanted
+        calls = 2 if prompt.reaction is not None else 1
+        async with self._reacting:
+            if not await self.budget.spend("reactions", urgent=state in FINAL, calls=calls):
+                return
+            where = {"channel": self.thread.channel, "timestamp": prompt.message_ts}
+            if prompt.reaction is not None:
+                with contextlib.suppress(SlackApiError):  # no_reaction: someone removed it
+                    await self.client.reactions_remove(name=prompt.reaction, **where)
+            with contextlib.suppress(SlackApiError):  # already_reacted: a redelivered event
+                await self.client.reactions_add(name=wanted, **where)
+            prompt.reaction = wanted
 
     async def _flush_forever(self) -> None:
         """Edit status messages whose prompt moved on, at most once an interval a session."""

@@ -86,7 +86,12 @@ async def reaction_is(system: SlackSystem, channel: str, ts: str, name: str) -> 
     async def only() -> bool:
         return system.slack.reactions(channel, ts) == [name]
 
-    await until(only, what=f"only :{name}: on {ts}; now {system.slack.reactions(channel, ts)}")
+    try:
+        await until(only, what=f"only :{name}: on {ts}; now {system.slack.reactions(channel, ts)}")
+    except AssertionError:
+        for call in system.slack.journal:
+            print(call["method"], call.get("error") or "ok", str(call["args"])[:120])
+        raise
 
 
 async def test_a_mention_gets_eyes_then_a_status_and_a_card_linking_the_page(
@@ -146,7 +151,7 @@ async def test_stop_by_reply_stops_the_prompt_and_lists_the_cancelled_queue(
     queued = await system.slack.post(BOB, channel, "next thing", thread_ts=root)
     await posted(system, channel, root, "Queued")
     await system.slack.post(BOB, channel, "stop", thread_ts=root)
-    answer = await posted(system, channel, root, "Stopped")
+    answer = await posted(system, channel, root, "The session stays open")
     assert "cancelled: Bob Berg" in text_of(answer) and "stopped: Alice Anders" in text_of(answer)
     await reaction_is(system, channel, root, "octagonal_sign")
     await reaction_is(system, channel, queued, "octagonal_sign")
@@ -162,10 +167,9 @@ async def test_the_stop_reaction_and_the_stop_button_stop_the_agent(system: Slac
     root = await system.slack.mention(ALICE, channel, steps({"sleep": 30}))
     status = await posted(system, channel, root, "Working on it")
     await system.slack.react(BOB, channel, root, "octagonal_sign")
-    await posted(system, channel, root, "Stopped")
+    await posted(system, channel, root, "The session stays open")
     # Again with the button on the status message of a new prompt.
     again = await system.slack.post(ALICE, channel, steps({"sleep": 30}), thread_ts=root)
-    await reaction_is(system, channel, again, "hourglass_flowing_sand")
     status = await posted(system, channel, root, "Working on it")
     sid = await system.session_of(channel, root)
     await system.slack.click(BOB, channel, status["ts"], "stop_session", sid)
@@ -374,8 +378,9 @@ async def test_status_edits_are_coalesced_within_the_update_budget(
         await posted(system, channel, ts, "finished without a message")  # the card
         elapsed = time.monotonic() - started
         updates = system.slack.calls("chat.update")
-        # Sixty steps, yet no more edits than a burst of 2 and 12 a minute allow.
-        assert 1 <= len(updates) <= 2 + elapsed * 12 / 60 + 1, (len(updates), elapsed)
+        # Sixty steps, yet no more edits than a burst of 3 (a quarter minute) and 12 a minute
+        # allow.
+        assert 1 <= len(updates) <= 3 + elapsed * 12 / 60 + 1, (len(updates), elapsed)
         assert "60 steps" in text_of(final)
 
 
