@@ -422,3 +422,27 @@ async def test_stop_by_mention_and_pr_without_changes(system: SlackSystem) -> No
     await system.slack.post(ALICE, channel, "pr", thread_ts=root)
     await posted(system, channel, root, "No changes to push")
     assert system.provider.sandboxes[0].pushed == []
+
+
+async def test_a_request_naming_no_repository_uses_the_channel_default_then_keywords(
+    own_database_url: str, data_dir: Path
+) -> None:
+    repos = [f"acme/calc={data_dir}/a", f"acme/web={data_dir}/b"]
+    async with start_slack(own_database_url, data_dir, repositories=repos) as system:
+        system.slack.add_user(ALICE, "Alice Anders")
+        await system.engine.set_setting(
+            "slack.keyword_rules", [["frontend", "acme/web"]], by="test"
+        )
+        channel = system.slack.general
+        by_keyword = await system.slack.mention(ALICE, channel, "the frontend is slow")
+        await system.session_of(channel, by_keyword)
+        await system.engine.set_setting(f"slack.channel_default:{channel}", "acme/calc", by="t")
+        by_default = await system.slack.mention(ALICE, channel, "the frontend is slow")
+        named = await system.slack.mention(ALICE, channel, "see ACME/WEB please")
+        for ts, expected in (
+            (by_keyword, "acme/web"),
+            (by_default, "acme/calc"),
+            (named, "acme/web"),
+        ):
+            sid = await system.session_of(channel, ts)
+            assert (await system.engine.session(sid)).repository == expected

@@ -247,3 +247,28 @@ def _wait_for(log: Path, text: str, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"{text!r} not logged within {timeout}s:\n{log.read_text()}")
         time.sleep(0.05)
+
+
+def test_settings_command_sets_channel_defaults_and_keywords(database_url: str) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OPEN_INSPECT_")},
+        "DATABASE_URL": database_url,
+        "OPEN_INSPECT_SECRETS_KEY": "a" * 43 + "=",
+        "OPEN_INSPECT_LINK_SECRET": "b" * 43 + "=",
+        "OPEN_INSPECT_REPOSITORIES": "acme/calc=/tmp/calc,acme/web=/tmp/web",
+    }
+
+    def settings(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*CLI, "settings", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    assert settings("channel-default", "C0123", "acme/web").returncode == 0
+    shown = settings("keyword", "Frontend", "acme/web")
+    assert shown.returncode == 0, shown.stderr
+    assert 'slack.channel_default:C0123 = "acme/web"' in shown.stdout
+    assert 'slack.keyword_rules = [["frontend", "acme/web"]]' in shown.stdout
+    unknown = settings("keyword", "x", "acme/nope")
+    assert unknown.returncode == 2 and "not in OPEN_INSPECT_REPOSITORIES" in unknown.stderr
+    cleared = settings("channel-default", "C0123", "-")
+    assert "channel_default" not in cleared.stdout
