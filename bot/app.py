@@ -309,8 +309,7 @@ class SlackBot:
             json.dumps(request).encode(),
             _PENDING_SECONDS,
         )
-        text_, blocks = cards.repository_picker(known, ts)
-        self._spawn(self._post(thread, text_, blocks), "repository picker")
+        self._spawn(self._post(thread, *cards.repository_picker(known, ts)), "repository picker")
 
     async def _thread_context(self, thread: Thread, ts: str) -> str:
         """Earlier messages of the thread a session starts in, quoted and marked untrusted."""

@@ -107,3 +107,32 @@ def test_frames_from_either_side_are_validated(raw: str) -> None:
         parse_from_core(raw)
     with pytest.raises(BadFrame):
         parse_from_sandbox(raw)
+
+
+async def test_a_sandbox_started_again_is_heard_from_its_first_frame(
+    running: runtime.Runtime,
+) -> None:
+    """A process started in place of one that died numbers its frames from 1 again: its
+    first frames (the setup's outcome, say) must not be taken for the old one's."""
+    sandbox_id, token = await registered(running)
+    channel = SandboxChannel(running.broker, sandbox_id)
+    await channel.open()
+    url = running.http_url.replace("http", "ws") + "/bridge"
+    try:
+        async with aiohttp.ClientSession() as http:
+            first = await http.ws_connect(url, headers={"Authorization": f"Bearer {token}"})
+            old = AgentEventFrame(type="warning", seq=1, data={"message": "old process"})
+            await first.send_str(old.model_dump_json())
+            frame = await until(lambda: not channel.frames.empty() and channel.frames, 5)
+            assert (await frame.get()).data == {"message": "old process"}
+            await first.close()
+
+            channel.new_peer()
+            second = await http.ws_connect(url, headers={"Authorization": f"Bearer {token}"})
+            new = AgentEventFrame(type="warning", seq=1, data={"message": "new process"})
+            await second.send_str(new.model_dump_json())
+            frame = await until(lambda: not channel.frames.empty() and channel.frames, 5)
+            assert (await frame.get()).data == {"message": "new process"}
+            await second.close()
+    finally:
+        await channel.close()

@@ -55,6 +55,15 @@ class SandboxChannel:
         if self._subscription is not None:
             await self._subscription.close()
 
+    def new_peer(self) -> None:
+        """The sandbox's process was started again: its frames count from 1 anew, and what
+        was sent to the old one is gone with it."""
+        self._outbox = Outbox()
+        self._inbox = Inbox()
+        self._committed = 0
+        while not self.frames.empty():
+            self.frames.get_nowait()
+
     async def send(self, frame: Any) -> None:
         """Send reliably: kept and resent until the sandbox acks it."""
         await self._publish(self._outbox.stamp(frame))

@@ -598,6 +598,9 @@ class LocalSandbox:
         self._fatal = None
         while not self._prompt_frames.empty():
             self._prompt_frames.get_nowait()
+        # The new process numbers its frames from 1 again: seen with the old numbering, its
+        # first frames (the setup's outcome) would be taken for duplicates and dropped.
+        self._channel.new_peer()
         await self._spawn_isolated(self._environment())
         self._tasks[0] = asyncio.create_task(self._watch())
 
