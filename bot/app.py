@@ -71,6 +71,15 @@ class SlackBot:
                 renderer.seed(await self.engine.active_prompts(session_id))
         log.info("Slack bot connected as %s in team %s", self.bot_user_id, self.team)
 
+    async def drain(self, timeout: float) -> None:
+        """Let the threads tell what just happened (prompts the stopping engine interrupted)
+        before the bot goes: until no session has anything left to tell, or `timeout`."""
+        settled = [asyncio.ensure_future(r.settled.wait()) for r in self._renderers.values()]
+        if settled:
+            await asyncio.wait(settled, timeout=timeout)
+            for waiting in settled:
+                waiting.cancel()
+
     async def close(self) -> None:
         await self.handler.close_async()
         for task in list(self._tasks):

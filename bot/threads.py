@@ -83,6 +83,9 @@ class ThreadRenderer:
         self._on_idle = on_idle
         # Reactions change one at a time, so the first (👀) always lands before the next.
         self._reacting = asyncio.Lock()
+        # Set while no prompt of the session runs: all there was to tell is told.
+        self.settled = asyncio.Event()
+        self.settled.set()
 
     def expect(self) -> None:
         """A prompt was just submitted: keep following until its events have come."""
@@ -100,6 +103,8 @@ class ThreadRenderer:
     def seed(self, prompts: list[Prompt]) -> None:
         """Prompts already under way when following starts (after a restart)."""
         for prompt in prompts:
+            if prompt.state == "running":
+                self.settled.clear()
             progress = cards.Progress(prompt.id, prompt.author.name, state=prompt.state)
             message_ts = prompt.source_key.rsplit(":", 1)[-1]
             reaction = REACTIONS[prompt.state]
@@ -115,6 +120,11 @@ class ThreadRenderer:
                     await self._handle(event)
                 except Exception:  # noqa: BLE001 - one event must not end the thread's updates
                     log.exception("session %s: rendering %s failed", self.session_id, event.type)
+                running = any(p.progress.state == "running" for p in self._prompts.values())
+                if running:
+                    self.settled.clear()
+                else:
+                    self.settled.set()
                 if event.type == "prompt_finished" and not self._prompts and not self._expected:
                     # Decided and unregistered at once, with no await between: a prompt
                     # submitted from now on gets a renderer of its own.

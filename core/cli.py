@@ -154,6 +154,9 @@ async def up(settings: Settings) -> int:
             log.info("shutting down")
         finally:
             if bot is not None:
+                # The engine first, so that prompts it interrupts are told in their threads.
+                await running.engine.close()
+                await bot.drain(timeout=10.0)
                 await bot.close()
             await running.close()
     finally:

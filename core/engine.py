@@ -70,6 +70,7 @@ class Engine:
         self._actors: dict[str, SessionActor] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._inbox: Subscription | None = None
+        self._closed = False
         self._links = LinkSigner(settings.link_secret) if settings.link_secret else None
         # Where people reach this deployment's pages; the runtime sets it once it listens.
         self.public_url = (settings.public_url or "").rstrip("/")
@@ -85,7 +86,11 @@ class Engine:
         log.info("engine replica %s started", self.replica)
 
     async def close(self) -> None:
-        """Stop every actor (a running prompt becomes interrupted) and release its lease."""
+        """Stop every actor (a running prompt becomes interrupted) and release its lease.
+        Closing again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         for task in self._tasks:
             task.cancel()
         actors = list(self._actors.values())

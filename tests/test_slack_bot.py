@@ -446,3 +446,17 @@ async def test_a_request_naming_no_repository_uses_the_channel_default_then_keyw
         ):
             sid = await system.session_of(channel, ts)
             assert (await system.engine.session(sid)).repository == expected
+
+
+async def test_a_prompt_the_stopping_engine_interrupts_is_told_in_its_thread(
+    system: SlackSystem,
+) -> None:
+    channel = system.slack.general
+    root = await system.slack.mention(ALICE, channel, steps({"sleep": 30}))
+    await reaction_is(system, channel, root, "hourglass_flowing_sand")
+    # As `open-inspect up` stops: the engine first, then the bot once its threads are told.
+    await system.engine.close()
+    await system.bot.drain(timeout=10)
+    told = await posted(system, channel, root, "Interrupted")
+    assert "the engine shut down" in text_of(told) and "/s/" in text_of(told)
+    await reaction_is(system, channel, root, "warning")
