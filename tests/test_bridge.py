@@ -3,9 +3,12 @@ and the outbox/inbox that make delivery exactly-once across reconnects."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -38,6 +41,31 @@ async def registered(running: runtime.Runtime) -> tuple[str, str]:
     return sandbox_id, token
 
 
+@contextlib.asynccontextmanager
+async def sandbox_side(
+    running: runtime.Runtime,
+) -> AsyncIterator[tuple[SandboxChannel, Callable[[], Awaitable[Any]]]]:
+    """Core's channel to a registered sandbox, and a way to open the sandbox's bridge."""
+    sandbox_id, token = await registered(running)
+    channel = SandboxChannel(running.broker, sandbox_id)
+    await channel.open()
+    url = running.http_url.replace("http", "ws") + "/bridge"
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield (
+                channel,
+                lambda: http.ws_connect(url, headers={"Authorization": f"Bearer {token}"}),
+            )
+    finally:
+        await channel.close()
+
+
+async def received(channel: SandboxChannel) -> Any:
+    """The next frame core's side took in."""
+    frames = await until(lambda: not channel.frames.empty() and channel.frames, 5)
+    return await frames.get()
+
+
 async def test_a_bad_or_revoked_token_is_refused_before_the_upgrade(
     running: runtime.Runtime,
 ) -> None:
@@ -54,33 +82,25 @@ async def test_a_bad_or_revoked_token_is_refused_before_the_upgrade(
 async def test_malformed_frames_are_refused_with_a_reason_and_the_bridge_stays_up(
     running: runtime.Runtime,
 ) -> None:
-    sandbox_id, token = await registered(running)
-    channel = SandboxChannel(running.broker, sandbox_id)
-    await channel.open()
-    url = running.http_url.replace("http", "ws") + "/bridge"
-    try:
-        async with aiohttp.ClientSession() as http:
-            ws = await http.ws_connect(url, headers={"Authorization": f"Bearer {token}"})
-            for garbage in (
-                "not json",
-                '{"type": "launch_missiles"}',
-                '{"type": "text_delta", "seq": -4}',
-                "[1, 2]",
-            ):
-                await ws.send_str(garbage)
-                answer = json.loads((await ws.receive(timeout=5)).data)
-                assert answer["type"] == "refused" and "malformed frame" in answer["reason"]
-            await ws.send_bytes(b"\x00\x01")
+    async with sandbox_side(running) as (channel, connect):
+        ws = await connect()
+        for garbage in (
+            "not json",
+            '{"type": "launch_missiles"}',
+            '{"type": "text_delta", "seq": -4}',
+            "[1, 2]",
+        ):
+            await ws.send_str(garbage)
             answer = json.loads((await ws.receive(timeout=5)).data)
-            assert answer["type"] == "refused"
-            # Still connected: a good frame goes through to the owner's channel.
-            good = AgentEventFrame(type="text_delta", seq=1, data={"text": "hi"})
-            await ws.send_str(good.model_dump_json())
-            frame = await until(lambda: not channel.frames.empty() and channel.frames, 5)
-            assert (await frame.get()).data == {"text": "hi"}
-            await ws.close()
-    finally:
-        await channel.close()
+            assert answer["type"] == "refused" and "malformed frame" in answer["reason"]
+        await ws.send_bytes(b"\x00\x01")
+        answer = json.loads((await ws.receive(timeout=5)).data)
+        assert answer["type"] == "refused"
+        # Still connected: a good frame goes through to the owner's channel.
+        good = AgentEventFrame(type="text_delta", seq=1, data={"text": "hi"})
+        await ws.send_str(good.model_dump_json())
+        assert (await received(channel)).data == {"text": "hi"}
+        await ws.close()
 
 
 def test_outbox_keeps_frames_until_acked_and_inbox_processes_each_once() -> None:
@@ -114,25 +134,11 @@ async def test_a_sandbox_started_again_is_heard_from_its_first_frame(
 ) -> None:
     """A process started in place of one that died numbers its frames from 1 again: its
     first frames (the setup's outcome, say) must not be taken for the old one's."""
-    sandbox_id, token = await registered(running)
-    channel = SandboxChannel(running.broker, sandbox_id)
-    await channel.open()
-    url = running.http_url.replace("http", "ws") + "/bridge"
-    try:
-        async with aiohttp.ClientSession() as http:
-            first = await http.ws_connect(url, headers={"Authorization": f"Bearer {token}"})
-            old = AgentEventFrame(type="warning", seq=1, data={"message": "old process"})
-            await first.send_str(old.model_dump_json())
-            frame = await until(lambda: not channel.frames.empty() and channel.frames, 5)
-            assert (await frame.get()).data == {"message": "old process"}
-            await first.close()
-
-            channel.new_peer()
-            second = await http.ws_connect(url, headers={"Authorization": f"Bearer {token}"})
-            new = AgentEventFrame(type="warning", seq=1, data={"message": "new process"})
-            await second.send_str(new.model_dump_json())
-            frame = await until(lambda: not channel.frames.empty() and channel.frames, 5)
-            assert (await frame.get()).data == {"message": "new process"}
-            await second.close()
-    finally:
-        await channel.close()
+    async with sandbox_side(running) as (channel, connect):
+        for process in ("old process", "new process"):
+            ws = await connect()
+            first = AgentEventFrame(type="warning", seq=1, data={"message": process})
+            await ws.send_str(first.model_dump_json())
+            assert (await received(channel)).data == {"message": process}
+            await ws.close()
+            channel.new_peer()  # what the provider does when it starts the process again
