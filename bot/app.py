@@ -21,8 +21,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import commands, repositories
+from bot import commands, repositories, unfurls
 from bot.budget import Budget
+from bot.errors import slack_error
 from bot.people import People, Person
 from bot.render import cards
 from bot.render.mrkdwn import escape, mentioned_users, plain
@@ -119,6 +120,7 @@ class SlackBot:
         self.app.event("message")(self._on_message)
         self.app.event("reaction_added")(self._on_reaction_added)
         self.app.event("reaction_removed")(self._on_reaction_removed)
+        self.app.event("link_shared")(self._on_link_shared)
         self.app.action(cards.STOP_ACTION)(self._on_stop_button)
         self.app.action(cards.PR_ACTION)(self._on_pr_button)
         self.app.action(cards.PICK_ACTION)(self._on_pick)
@@ -222,6 +224,20 @@ class SlackBot:
                 await self.engine.leave(session_id, person.author(team).id)
         elif added:
             self._spawn(self._command("stop", session_id, thread, person), "stop by reaction")
+
+    async def _on_link_shared(self, event: dict[str, Any]) -> None:
+        """Unfurl pasted session links (before the ack: it is quick, and a retry is harmless)."""
+        found = await unfurls.unfurls(self.engine, event.get("links") or [])
+        if not found:
+            return
+        if event.get("unfurl_id") and event.get("source"):  # a link still in the composer
+            where = {"unfurl_id": event["unfurl_id"], "source": event["source"]}
+        else:
+            where = {"channel": event["channel"], "ts": event["message_ts"]}
+        try:
+            await self.client.chat_unfurl(unfurls=found, **where)
+        except SlackApiError as exc:
+            log.warning("chat.unfurl failed: %s", slack_error(exc))
 
     async def _on_stop_button(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
@@ -329,7 +345,7 @@ class SlackBot:
                 channel=thread.channel, ts=thread.ts, limit=_CONTEXT_MESSAGES
             )
         except SlackApiError as exc:
-            log.warning("conversations.replies failed: %s", exc.response.get("error"))
+            log.warning("conversations.replies failed: %s", slack_error(exc))
             return ""
         earlier = [m for m in replies.get("messages", []) if float(m["ts"]) < float(ts)]
         if not earlier:

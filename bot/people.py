@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.errors import slack_error
 from core.broker import Broker
 from core.config import Settings
 from core.models import Author
@@ -47,7 +48,7 @@ class People:
         try:
             user = (await self._client.users_info(user=user_id))["user"]
         except SlackApiError as exc:
-            log.warning("users.info %s failed: %s", user_id, exc.response.get("error"))
+            log.warning("users.info %s failed: %s", user_id, slack_error(exc))
             return Person(user_id, "", user_id)
         profile = user.get("profile") or {}
         person = Person(

@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budget import Budget
+from bot.errors import slack_error
 from bot.render import cards
 from core.engine import Engine
 from core.models import Event, Prompt
@@ -209,7 +210,7 @@ class ThreadRenderer:
             log.warning(
                 "session %s: posting failed (%s); sending plain text",
                 self.session_id,
-                exc.response.get("error"),
+                slack_error(exc),
             )
             reply = await self.client.chat_postMessage(
                 channel=self.thread.channel,
@@ -232,7 +233,7 @@ class ThreadRenderer:
                     log.warning(
                         "session %s: status update failed: %s",
                         self.session_id,
-                        exc.response.get("error"),
+                        slack_error(exc),
                     )
             else:
                 return  # no budget now: a later flush carries the latest state

@@ -195,12 +195,13 @@ async def _start_bot(running: runtime.Runtime) -> Any:
     from slack_sdk.errors import SlackApiError
 
     from bot.app import SlackBot
+    from bot.errors import slack_error
 
     bot = SlackBot(running.engine, running.broker)
     try:
         await bot.start()
     except SlackApiError as exc:
-        raise ConfigError(f"Slack refused the bot: {exc.response.get('error')}") from exc
+        raise ConfigError(f"Slack refused the bot: {slack_error(exc)}") from exc
     log.info("Slack bot is on (Socket Mode, %s)", settings.slack_api_url)
     return bot
 

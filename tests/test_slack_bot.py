@@ -460,3 +460,23 @@ async def test_a_prompt_the_stopping_engine_interrupts_is_told_in_its_thread(
     told = await posted(system, channel, root, "Interrupted")
     assert "the engine shut down" in text_of(told) and "/s/" in text_of(told)
     await reaction_is(system, channel, root, "warning")
+
+
+async def test_a_pasted_session_link_unfurls_and_a_revoked_one_does_not(
+    system: SlackSystem,
+) -> None:
+    channel = system.slack.general
+    root = await system.slack.mention(ALICE, channel, WORK)
+    await posted(system, channel, root, "All fixed")
+    sid = await system.session_of(channel, root)
+    link = await system.engine.page_link(sid)
+    shared = await system.slack.share_link(BOB, channel, link)
+    await system.slack.acked(shared)
+    unfurl = json.dumps(system.slack.unfurls[-1]["unfurls"][link])
+    assert "acme/calc" in unfurl and "idle" in unfurl and "Alice Anders" in unfurl
+    assert "Last step: prompt done" in unfurl
+
+    await system.engine.revoke_links(sid, by="test")
+    for refused in (link, link.replace(sid, "forgedsession"), "https://elsewhere.example/s/x"):
+        await system.slack.acked(await system.slack.share_link(BOB, channel, refused))
+    assert len(system.slack.unfurls) == 1

@@ -27,9 +27,11 @@ METHOD_SCOPES = {
     "reactions.remove": {"reactions:write"},
     "users.info": {"users:read", "users:read.email"},
     "conversations.replies": {"channels:history", "groups:history", "im:history", "mpim:history"},
+    "chat.unfurl": {"links:write"},
 }
 EVENT_SCOPES = {
     "app_mention": {"app_mentions:read"},
+    "link_shared": {"links:read"},
     "message.channels": {"channels:history"},
     "message.groups": {"groups:history"},
     "message.im": {"im:history"},

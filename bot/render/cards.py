@@ -166,6 +166,17 @@ def repository_picker(repositories: list[str], request_ts: str) -> tuple[str, Bl
     ]
 
 
+def unfurl(info: Any, last_step: str) -> Blocks:
+    """What a pasted session link shows: state, repository, last step, participants."""
+    people = ", ".join(info.participant_names) or "nobody yet"
+    lines = [
+        f"*{escape(info.repository or 'No repository')}* · {escape(info.state)}",
+        f"Last step: {escape(last_step)}" if last_step else "Nothing has happened yet",
+        f"Participants: {escape(people)}",
+    ]
+    return [_section("\n".join(lines))]
+
+
 def note(text: str) -> tuple[str, Blocks]:
     """A plain reply (already mrkdwn-safe)."""
     return text[:3000], [_section(text)]

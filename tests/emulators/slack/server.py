@@ -267,6 +267,23 @@ class SlackEmulator:
         }
         return self._block_action(user, channel, message_ts, action)
 
+    async def share_link(self, user: str, channel: str, url: str) -> Envelope:
+        """A person posts a link of the app's unfurl domain: `link_shared` for it."""
+        message = self._store(channel, user, f"<{url}>", None)
+        domain = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+        event = {
+            "type": "link_shared",
+            "channel": channel,
+            "is_bot_user_member": self.bot_user_id in self.channels[channel].members,
+            "user": user,
+            "message_ts": message["ts"],
+            "unfurl_id": f"{channel}.{message['ts']}.{uuid.uuid4().hex}",
+            "source": "conversations_history",
+            "links": [{"domain": domain, "url": url}],
+            "event_ts": message["ts"],
+        }
+        return self._deliver_event(event)
+
     async def redeliver_last(self, retry_attempt: int) -> None:
         """Deliver the envelopes of the last `post`/`mention` again, as Slack's retries do."""
         for envelope in self.last_delivered:
@@ -655,11 +672,18 @@ class SlackEmulator:
         }
 
     async def _m_chat_unfurl(self, args: dict[str, Any]) -> dict[str, Any]:
-        self._require(args, "channel", "ts", "unfurls")
+        self._require(args, "unfurls")
+        if not (args.get("channel") and args.get("ts")) and not (
+            args.get("unfurl_id") and args.get("source")
+        ):
+            raise SlackError("invalid_arguments", "channel and ts, or unfurl_id and source")
+        if args.get("channel") and self._find(args["channel"], args.get("ts", "")) is None:
+            raise SlackError("cannot_unfurl_message")
         self.unfurls.append(
             {
-                "channel": args["channel"],
-                "ts": args["ts"],
+                "channel": args.get("channel"),
+                "ts": args.get("ts"),
+                "unfurl_id": args.get("unfurl_id"),
                 "unfurls": self._json_arg(args, "unfurls"),
             }
         )
