@@ -10,7 +10,6 @@ doubles or loses a prompt. Everything slower (reactions, replies, pushes) runs a
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -36,7 +35,6 @@ log = logging.getLogger(__name__)
 
 _CONTEXT_MESSAGES = 30
 _CONTEXT_BYTES = 8 * 1024
-_PENDING_SECONDS = 24 * 3600.0
 
 
 class SlackBot:
@@ -124,6 +122,7 @@ class SlackBot:
         self.app.action(cards.STOP_ACTION)(self._on_stop_button)
         self.app.action(cards.PR_ACTION)(self._on_pr_button)
         self.app.action(cards.PICK_ACTION)(self._on_pick)
+        self.app.options(cards.PICK_ACTION)(self._on_suggest)
         self.app.action("view_session")(_acknowledge)
         self.app.action("view_pr")(_acknowledge)
 
@@ -260,37 +259,37 @@ class SlackBot:
         self._spawn(self._command(command, session_id, thread, person), f"{command} button")
 
     async def _on_pick(self, ack: Any, body: dict[str, Any]) -> None:
-        """A repository was picked for a request that named none."""
+        """A repository was picked for a request that named none: it starts, once."""
         await ack()
         action = body["actions"][0]
         request_ts = action["block_id"].removeprefix("pick:")
         team, channel = body["team"]["id"], body["channel"]["id"]
-        pending = await self.broker.cache_get(f"slack-pending:{team}:{channel}:{request_ts}")
-        if pending is None:
-            return
-        request = json.loads(pending)
         repository = action["selected_option"]["value"]
         picker = await self.people.get(body["user"]["id"])
         if repository not in self.engine.settings.repository_urls or self.people.refusal(
             picker, team, channel
         ):
             return
+        request = await self.engine.take_request(f"slack:{team}:{channel}:{request_ts}")
+        if request is None:
+            return  # already started by an earlier pick
         thread = Thread(team, channel, request["thread_ts"])
         person = await self.people.get(request["user"])
         text = request["text"] + await self._thread_context(thread, request_ts)
         await self._submit(thread, person, request_ts, text, repository, None)
-        await self.broker.cache_delete(f"slack-pending:{team}:{channel}:{request_ts}")
         message_ts = (body.get("container") or {}).get("message_ts")
         if message_ts:
+            said = f"Working in `{repository}`, picked by {escape(picker.name)}."
             self._spawn(
-                self.client.chat_update(
-                    channel=channel,
-                    ts=message_ts,
-                    text=f"Working in `{repository}`, picked by {escape(picker.name)}.",
-                    blocks=[],
-                ),
+                self.client.chat_update(channel=channel, ts=message_ts, text=said, blocks=[]),
                 "picker update",
             )
+
+    async def _on_suggest(self, ack: Any, body: dict[str, Any]) -> None:
+        """Search the repositories as someone types in the picker."""
+        query = str(body.get("value") or "").lower()
+        known = sorted(self.engine.settings.repository_urls)
+        await ack(options=cards.repository_options([r for r in known if query in r.lower()]))
 
     # ----- what the listeners start ----------------------------------------------------------
 
@@ -328,11 +327,9 @@ class SlackBot:
                 "no repositories",
             )
             return
-        request = {"text": text, "user": person.id, "thread_ts": thread.ts}
-        await self.broker.cache_set(
-            f"slack-pending:{thread.team}:{thread.channel}:{ts}",
-            json.dumps(request).encode(),
-            _PENDING_SECONDS,
+        await self.engine.hold_request(
+            f"slack:{thread.team}:{thread.channel}:{ts}",
+            {"text": text, "user": person.id, "thread_ts": thread.ts},
         )
         self._spawn(self._post(thread, *cards.repository_picker(known, ts)), "repository picker")
 

@@ -29,6 +29,7 @@ from core.models import Author, Event, Prompt, SessionInfo, Submitted
 from core.sandboxes import SandboxProvider
 from core.sandboxes.breaker import SpawnBreaker
 from core.store import events as event_store
+from core.store import pending as pending_store
 from core.store import prompts as prompt_store
 from core.store import sandboxes as sandbox_store
 from core.store import sessions as session_store
@@ -277,6 +278,16 @@ class Engine:
         """(session id, thread key) of sessions with queued or running prompts whose thread
         key starts with `prefix`: what a restarted front door must follow again."""
         return await session_store.threads_with_work(self._pool, prefix)
+
+    async def hold_request(self, key: str, data: dict[str, Any]) -> None:
+        """Keep a request that cannot start yet (it needs a repository) under `key`."""
+        _check_key("request key", key)
+        await pending_store.hold(self._pool, key, data)
+
+    async def take_request(self, key: str) -> dict[str, Any] | None:
+        """The held request, once: a second taker (a double click, another replica) gets
+        None."""
+        return await pending_store.take(self._pool, key)
 
     # ----- settings changed at run time ------------------------------------------------------
 

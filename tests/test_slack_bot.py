@@ -192,6 +192,10 @@ async def test_status_help_and_watching_with_eyes(system: SlackSystem) -> None:
     await posted(system, channel, root, "What I understand")
 
 
+async def _state_is(system: SlackSystem, sid: str, state: str) -> bool:
+    return (await system.engine.session(sid)).state == state
+
+
 async def _watchers(system: SlackSystem, sid: str, names: list[str]) -> bool:
     return (await system.engine.session(sid)).watcher_names == names
 
@@ -469,6 +473,7 @@ async def test_a_pasted_session_link_unfurls_and_a_revoked_one_does_not(
     root = await system.slack.mention(ALICE, channel, WORK)
     await posted(system, channel, root, "All fixed")
     sid = await system.session_of(channel, root)
+    await until(lambda: _state_is(system, sid, "idle"), what="the session idle")
     link = await system.engine.page_link(sid)
     shared = await system.slack.share_link(BOB, channel, link)
     await system.slack.acked(shared)
@@ -480,3 +485,37 @@ async def test_a_pasted_session_link_unfurls_and_a_revoked_one_does_not(
     for refused in (link, link.replace(sid, "forgedsession"), "https://elsewhere.example/s/x"):
         await system.slack.acked(await system.slack.share_link(BOB, channel, refused))
     assert len(system.slack.unfurls) == 1
+
+
+async def test_with_2000_repositories_the_picker_searches_and_survives_a_restart(
+    own_database_url: str, data_dir: Path
+) -> None:
+    repos = [f"team{n // 100}/service-{n}={data_dir}/r{n}" for n in range(2000)]
+    async with start_slack(own_database_url, data_dir, repositories=repos) as system:
+        system.slack.add_user(ALICE, "Alice Anders")
+        system.slack.add_user(BOB, "Bob Berg")
+        channel = system.slack.general
+        ts = await system.slack.mention(ALICE, channel, WORK)
+        picker = await posted(system, channel, ts, "Which repository")
+        menu = picker["blocks"][1]["elements"][0]
+        assert menu["type"] == "external_select" and "2,000" in text_of(picker)
+        found = await system.slack.suggest(
+            BOB, channel, picker["ts"], "pick_repository", "ICE-1999"
+        )
+        assert [o["value"] for o in found] == ["team19/service-1999"]
+        many = await system.slack.suggest(BOB, channel, picker["ts"], "pick_repository", "service")
+        assert len(many) == 100  # a menu shows at most 100
+        # The request waits in the database: a restarted bot still starts it, once.
+        await system.restart_bot()
+        for _ in range(2):
+            await system.slack.select(
+                BOB, channel, picker["ts"], "pick_repository", "team19/service-1999"
+            )
+        await posted(system, channel, ts, "All fixed")
+        sid = await system.session_of(channel, ts)
+        info = await system.engine.session(sid)
+        assert info.repository == "team19/service-1999"
+        assert info.participant_names == ["Alice Anders"]  # the request stays Alice's
+        prompts = [e for e in await system.engine.history(sid) if e.type == "prompt_queued"]
+        assert len(prompts) == 1
+        assert "picked by Bob Berg" in text_of(system.slack.messages(channel, ts)[1])

@@ -87,10 +87,14 @@ def test_status_and_failure_messages_fit_and_offer_stop_only_while_it_can_stop()
     assert [e["action_id"] for e in blocks[-1]["elements"]] == ["view_session"]
 
 
-def test_the_repository_menu_holds_at_most_100_options() -> None:
-    _, blocks = cards.repository_picker([f"o/r{n}" for n in range(150)], "123.456")
-    assert len(blocks[1]["elements"][0]["options"]) == 100
+def test_the_repository_menu_lists_up_to_100_and_searches_beyond() -> None:
+    _, blocks = cards.repository_picker([f"o/r{n}" for n in range(100)], "123.456")
+    menu = blocks[1]["elements"][0]
+    assert menu["type"] == "static_select" and len(menu["options"]) == 100
     assert blocks[1]["block_id"] == "pick:123.456"
+    _, blocks = cards.repository_picker([f"o/r{n}" for n in range(101)], "123.456")
+    menu = blocks[1]["elements"][0]
+    assert menu["type"] == "external_select" and "options" not in menu
 
 
 def test_cut_keeps_within_the_limit_and_says_so() -> None:

@@ -144,25 +144,31 @@ def failure(progress: Progress, link: str) -> tuple[str, Blocks]:
 
 
 def repository_picker(repositories: list[str], request_ts: str) -> tuple[str, Blocks]:
-    """Ask which repository a request is about (a static menu holds at most 100 options)."""
-    options = [
+    """Ask which repository a request is about: a menu of them all when they fit (a static
+    menu holds 100), else one that searches as you type (`block_suggestion`)."""
+    menu: dict[str, Any] = {
+        "action_id": PICK_ACTION,
+        "placeholder": {"type": "plain_text", "text": "Repository"},
+    }
+    if len(repositories) <= 100:
+        menu["type"] = "static_select"
+        menu["options"] = repository_options(repositories)
+    else:
+        menu["type"] = "external_select"
+        menu["min_query_length"] = 1
+    text = "Which repository is this about? Pick one and I will start."
+    if len(repositories) > 100:
+        text += f" Type part of its name to search the {len(repositories):,}."
+    return "Which repository is this about?", [
+        _section(text),
+        {"type": "actions", "block_id": f"pick:{request_ts}", "elements": [menu]},
+    ]
+
+
+def repository_options(repositories: list[str]) -> list[dict[str, Any]]:
+    return [
         {"text": {"type": "plain_text", "text": name[:75]}, "value": name}
         for name in repositories[:100]
-    ]
-    return "Which repository is this about?", [
-        _section("Which repository is this about? Pick one and I will start."),
-        {
-            "type": "actions",
-            "block_id": f"pick:{request_ts}",
-            "elements": [
-                {
-                    "type": "static_select",
-                    "action_id": PICK_ACTION,
-                    "placeholder": {"type": "plain_text", "text": "Repository"},
-                    "options": options,
-                }
-            ],
-        },
     ]
 
 

@@ -284,6 +284,35 @@ class SlackEmulator:
         }
         return self._deliver_event(event)
 
+    async def suggest(
+        self, user: str, channel: str, message_ts: str, action_id: str, typed: str
+    ) -> list[dict[str, Any]]:
+        """A person types into a message's external select: the options the app answers."""
+        message = self._find(channel, message_ts)
+        assert message is not None, f"no message {message_ts} in {channel}"
+        block_id = next(
+            (b.get("block_id", "") for b in message.get("blocks") or []
+             for e in b.get("elements") or [] if e.get("action_id") == action_id),
+            "",
+        )  # fmt: skip
+        person = self.users.get(user, User(user, user))
+        payload = {
+            "type": "block_suggestion",
+            "api_app_id": self.app_id,
+            "token": "emulator",
+            "action_id": action_id,
+            "block_id": block_id,
+            "value": typed,
+            "user": {"id": user, "name": person.name, "team_id": person.team_id},
+            "team": {"id": self.team_id, "domain": "emulator"},
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
+            "channel": {"id": channel, "name": self.channels[channel].name},
+        }
+        envelope = Envelope(str(uuid.uuid4()), "interactive", payload)
+        self._send(envelope)
+        response = await self.acked(envelope)
+        return (response or {}).get("options", [])
+
     async def redeliver_last(self, retry_attempt: int) -> None:
         """Deliver the envelopes of the last `post`/`mention` again, as Slack's retries do."""
         for envelope in self.last_delivered:
