@@ -6,7 +6,6 @@ as plain text and logged with the session id."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,7 +56,6 @@ class Thread:
 class _Prompt:
     progress: cards.Progress
     message_ts: str | None  # the person's message, which carries the state reaction
-    reaction: str | None = "eyes"  # set by the listener when the prompt was received
     status_ts: str | None = None
     dirty: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -82,8 +80,10 @@ class ThreadRenderer:
         self._link = ""
         self._expected = 0
         self._on_idle = on_idle
-        # Reactions change one at a time, so the first (👀) always lands before the next.
+        # Reactions change one at a time, and what each message shows is known: 👀 lands
+        # first, or not at all when the prompt already moved on.
         self._reacting = asyncio.Lock()
+        self._shown: dict[str, str] = {}  # message ts → its state reaction
         # Set while no prompt of the session runs: all there was to tell is told.
         self.settled = asyncio.Event()
         self.settled.set()
@@ -95,11 +95,10 @@ class ThreadRenderer:
     async def acknowledge(self, message_ts: str) -> None:
         """👀 on a person's message, at once: it was received and stored."""
         async with self._reacting:
+            if message_ts in self._shown:
+                return  # the prompt moved on before this ran: its state is shown already
             await self.budget.spend("reactions", urgent=True)
-            with contextlib.suppress(SlackApiError):  # already_reacted: a redelivered event
-                await self.client.reactions_add(
-                    channel=self.thread.channel, timestamp=message_ts, name="eyes"
-                )
+            await self._add_reaction(message_ts, "eyes")
 
     def seed(self, prompts: list[Prompt]) -> None:
         """Prompts already under way when following starts (after a restart)."""
@@ -108,8 +107,8 @@ class ThreadRenderer:
                 self.settled.clear()
             progress = cards.Progress(prompt.id, prompt.author.name, state=prompt.state)
             message_ts = prompt.source_key.rsplit(":", 1)[-1]
-            reaction = REACTIONS[prompt.state]
-            self._prompts[prompt.id] = _Prompt(progress, message_ts, reaction)
+            self._shown[message_ts] = REACTIONS[prompt.state]
+            self._prompts[prompt.id] = _Prompt(progress, message_ts)
 
     async def run(self, after_seq: int) -> None:
         """Follow the session until no prompt of its is left to tell about."""
@@ -242,20 +241,41 @@ class ThreadRenderer:
     async def _react(self, prompt: _Prompt, state: str) -> None:
         """Exactly one state reaction on the prompt's message. The final one always comes;
         "working" is skipped when the workspace's reaction budget is short."""
-        wanted = REACTIONS.get(state)
-        if prompt.message_ts is None or wanted == prompt.reaction:
+        wanted, ts = REACTIONS.get(state), prompt.message_ts
+        if ts is None or wanted is None:
             return
-        calls = 2 if prompt.reaction is not None else 1
         async with self._reacting:
+            shown = self._shown.get(ts)
+            if shown == wanted:
+                return
+            calls = 2 if shown is not None else 1
             if not await self.budget.spend("reactions", urgent=state in FINAL, calls=calls):
                 return
-            where = {"channel": self.thread.channel, "timestamp": prompt.message_ts}
-            if prompt.reaction is not None:
-                with contextlib.suppress(SlackApiError):  # no_reaction: someone removed it
-                    await self.client.reactions_remove(name=prompt.reaction, **where)
-            with contextlib.suppress(SlackApiError):  # already_reacted: a redelivered event
-                await self.client.reactions_add(name=wanted, **where)
-            prompt.reaction = wanted
+            if shown is not None:
+                try:
+                    await self.client.reactions_remove(
+                        channel=self.thread.channel, timestamp=ts, name=shown
+                    )
+                except SlackApiError as exc:  # no_reaction: someone removed it; fine
+                    log.info(
+                        "session %s: removing :%s: said %s",
+                        self.session_id,
+                        shown,
+                        slack_error(exc),
+                    )
+                self._shown.pop(ts, None)
+            await self._add_reaction(ts, wanted)
+
+    async def _add_reaction(self, ts: str, name: str) -> None:
+        try:
+            await self.client.reactions_add(channel=self.thread.channel, timestamp=ts, name=name)
+        except SlackApiError as exc:
+            if slack_error(exc) != "already_reacted":  # a redelivered event: it is there
+                log.warning(
+                    "session %s: :%s: on %s failed: %s", self.session_id, name, ts, slack_error(exc)
+                )
+                return
+        self._shown[ts] = name
 
     async def _flush_forever(self) -> None:
         """Edit status messages whose prompt moved on, at most once an interval a session."""
