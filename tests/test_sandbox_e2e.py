@@ -93,11 +93,13 @@ async def test_a_prompt_reads_edits_tests_commits_and_pushes(system: System) -> 
     assert any("all tests passed" in r for r in results), results  # and the test run's
     assert {r["api_key"] for r in system.llm.requests} == {PROVIDER_KEY}
 
-    await system.finish(receipt.prompt_id)
-    state_row = await system.runtime.pool.fetchval(
-        "SELECT state FROM sessions WHERE id = $1", receipt.session_id
+    # The session goes idle in the transaction after the prompt's end.
+    await until(
+        lambda: system.runtime.pool.fetchval(
+            "SELECT state = 'idle' FROM sessions WHERE id = $1", receipt.session_id
+        ),
+        what="the session to be idle",
     )
-    assert state_row == "idle"
     pushed = await system.engine.push(receipt.session_id, by="Carol")
     assert pushed.type == "pushed", pushed.data
     branch = f"open-inspect/{receipt.session_id}"
