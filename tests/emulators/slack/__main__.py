@@ -2,15 +2,20 @@
 
     python -m tests.emulators.slack --port 8090
 
-then start the engine against it with the variables it prints, and talk to the bot as a person
-through its control endpoints (JSON bodies):
+It prints the Web API URL and the tokens to start the engine with, then runs until Ctrl-C.
+Act as the workspace's people through its control endpoints (JSON bodies):
 
-    POST /_emulator/mention  {"user": "UALICE", "channel": "C0GENERAL", "text": "fix acme/calc",
-                              "thread_ts": null}
-    POST /_emulator/post     {"user": "UALICE", "channel": "C0GENERAL", "text": "stop",
-                              "thread_ts": "<the thread's ts>"}
-    POST /_emulator/react    {"user": "UALICE", "channel": "C0GENERAL", "ts": "…", "name": "eyes"}
-    GET  /_emulator/transcript?channel=C0GENERAL[&thread_ts=…]   what people would see
+    curl -s localhost:8090/_emulator/say -d '{"user": "UALICE", "channel": "C0GENERAL",
+                                              "text": "@inspect fix acme/calc"}'
+    POST /_emulator/say      {"user", "channel", "text", "thread_ts"}   a mention when the text
+                                                                        names the bot, else a post
+    POST /_emulator/react    {"user", "channel", "ts", "name"}          (and /_emulator/unreact)
+    POST /_emulator/click    {"user", "channel", "ts", "action_id", "value"}
+    POST /_emulator/home     {"user"}
+    POST /_emulator/disconnect {"reason": "refresh_requested"}
+    GET  /_emulator/transcript?channel=C0GENERAL[&thread_ts=...][&as_user=UALICE]
+    GET  /_emulator/journal  every Web API call the bot made
+    GET  /_emulator/state    people, channels and tokens
 """
 
 from __future__ import annotations
@@ -19,58 +24,62 @@ import argparse
 import asyncio
 import json
 
-from aiohttp import web
-
 from tests.emulators.slack.server import SlackEmulator
 
 
-def control(emulator: SlackEmulator) -> web.Application:
-    app = emulator.app()
-
-    async def act(request: web.Request) -> web.Response:
-        body = await request.json()
-        action = request.match_info["action"]
-        if action == "mention":
-            ts = await emulator.mention(
-                body["user"], body["channel"], body["text"], body.get("thread_ts")
-            )
-        elif action == "post":
-            ts = await emulator.post(
-                body["user"], body["channel"], body["text"], body.get("thread_ts")
-            )
-        else:
-            await emulator.react(body["user"], body["channel"], body["ts"], body["name"])
-            ts = body["ts"]
-        return web.json_response({"ts": ts})
-
-    async def transcript(request: web.Request) -> web.Response:
-        lines = emulator.transcript(request.query["channel"], request.query.get("thread_ts"))
-        return web.Response(text="\n".join(lines) + "\n")
-
-    app.router.add_post("/_emulator/{action:mention|post|react}", act)
-    app.router.add_get("/_emulator/transcript", transcript)
-    return app
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.emulators.slack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--bot-token", default="xoxb-emulator")
+    parser.add_argument("--app-token", default="xapp-emulator")
+    parser.add_argument(
+        "--rate-limits", choices=("off", "slack"), default="off", help="Slack's tiers, or none"
+    )
+    parser.add_argument("--ack-timeout", type=float, default=3.0, help="seconds before a retry")
+    parser.add_argument(
+        "--also-message",
+        action="store_true",
+        help="deliver a mention as a message event too, as Slack does for message.channels",
+    )
+    return parser.parse_args()
 
 
-async def serve(port: int) -> None:
-    emulator = SlackEmulator(port=port)
-    emulator.add_user("UALICE", "Alice Example", email="alice@example.com")
-    await emulator.start(control(emulator))
+async def _serve(args: argparse.Namespace) -> None:
+    emulator = SlackEmulator(
+        bot_token=args.bot_token,
+        app_token=args.app_token,
+        rate_limits=args.rate_limits,
+        ack_timeout=args.ack_timeout,
+        also_message=args.also_message,
+    )
+    await emulator.start(args.host, args.port)
+    state = emulator.state()
     print(json.dumps({
-        "SLACK_API_URL": emulator.api_url,
-        "SLACK_BOT_TOKEN": emulator.bot_token,
-        "SLACK_APP_TOKEN": emulator.app_token,
-        "people": ["UALICE"],
-        "channels": {c.id: c.name for c in emulator.channels.values()},
-        "act as a person": f"POST {emulator.url}/_emulator/mention|post|react (see --help)",
-        "see the thread": f"GET {emulator.url}/_emulator/transcript?channel=C0GENERAL",
+        "SLACK_API_URL": state["api_url"],
+        "SLACK_BOT_TOKEN": state["bot_token"],
+        "SLACK_APP_TOKEN": state["app_token"],
+        "people": state["people"],
+        "channels": state["channels"],
+        "act as a person": f"POST {emulator.url}/_emulator/say (see --help)",
+        "see a channel": f"GET {emulator.url}/_emulator/transcript?channel={emulator.general}",
     }, indent=2), flush=True)  # fmt: skip
-    await asyncio.Event().wait()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()
+
+
+def main() -> None:
+    try:
+        asyncio.run(_serve(_parse_args()))
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--port", type=int, default=8090)
-    asyncio.run(serve(parser.parse_args().port))
+    main()
