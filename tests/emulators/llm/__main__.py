@@ -6,10 +6,10 @@ python -m tests.emulators.llm --port 8089 --script script.json --record requests
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from pathlib import Path
 
+from tests.emulators import run_command_line, serve_until_stopped
 from tests.emulators.llm.server import LLMEmulator
 
 
@@ -41,17 +41,12 @@ async def _serve(args: argparse.Namespace) -> None:
     if args.record:
         print(f"  recording requests to {args.record}")
     print("Ctrl-C to stop.", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await emulator.stop()
+    await serve_until_stopped(emulator)
 
 
 def main() -> None:
-    try:
-        asyncio.run(_serve(_parse_args()))
-    except KeyboardInterrupt:
-        pass
+    args = _parse_args()
+    run_command_line(lambda: _serve(args))
 
 
 if __name__ == "__main__":

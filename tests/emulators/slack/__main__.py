@@ -21,9 +21,9 @@ Act as the workspace's people through its control endpoints (JSON bodies):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 
+from tests.emulators import run_command_line, serve_until_stopped
 from tests.emulators.slack.server import SlackEmulator
 
 
@@ -68,17 +68,12 @@ async def _serve(args: argparse.Namespace) -> None:
         "act as a person": f"POST {emulator.url}/_emulator/say (see --help)",
         "see a channel": f"GET {emulator.url}/_emulator/transcript?channel={emulator.general}",
     }, indent=2), flush=True)  # fmt: skip
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await emulator.stop()
+    await serve_until_stopped(emulator)
 
 
 def main() -> None:
-    try:
-        asyncio.run(_serve(_parse_args()))
-    except KeyboardInterrupt:
-        pass
+    args = _parse_args()
+    run_command_line(lambda: _serve(args))
 
 
 if __name__ == "__main__":
