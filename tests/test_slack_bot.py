@@ -170,7 +170,15 @@ async def test_the_stop_reaction_and_the_stop_button_stop_the_agent(system: Slac
     await posted(system, channel, root, "The session stays open")
     # Again with the button on the status message of a new prompt.
     again = await system.slack.post(ALICE, channel, steps({"sleep": 30}), thread_ts=root)
-    status = await posted(system, channel, root, "Working on it")
+    first_status = status["ts"]
+
+    async def second_status() -> dict | None:
+        for message in bot_posts(system, channel, root):
+            if message["ts"] != first_status and "Working on it" in text_of(message):
+                return message
+        return None
+
+    status = await until(second_status, what="the second prompt's status message")
     sid = await system.session_of(channel, root)
     await system.slack.click(BOB, channel, status["ts"], "stop_session", sid)
     await reaction_is(system, channel, again, "octagonal_sign")

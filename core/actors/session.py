@@ -207,6 +207,9 @@ class SessionActor:
             log.warning("session %s: unknown message %r ignored", self.session_id, message)
 
     async def _stop(self, by: str) -> None:
+        # Every prompt is seen queued before it is seen cancelled, even one stored an instant
+        # before the stop: followers (the Slack thread) learn of a prompt from its queueing.
+        await self._announce_new_prompts()
         for prompt in await prompt_store.active(self._ctx.pool, self.session_id):
             if prompt.state == "queued":
                 await self._finish(prompt, "cancelled", f"cancelled: {by} stopped the session")
@@ -216,6 +219,7 @@ class SessionActor:
                 await self._sandbox.abort()
 
     async def _cancel(self, prompt_id: int, by: str) -> None:
+        await self._announce_new_prompts()
         prompt = await prompt_store.get(self._ctx.pool, prompt_id)
         if prompt is not None and prompt.session_id == self.session_id and prompt.state == "queued":
             await self._finish(prompt, "cancelled", f"cancelled by {by}")
