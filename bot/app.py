@@ -122,6 +122,7 @@ class SlackBot:
         self.app.action(cards.STOP_ACTION)(self._on_stop_button)
         self.app.action(cards.PR_ACTION)(self._on_pr_button)
         self.app.action(cards.PICK_ACTION)(self._on_pick)
+        self.app.action(cards.PROPOSE_ACTION)(self._on_pick)  # the proposal's button: a pick
         self.app.options(cards.PICK_ACTION)(self._on_suggest)
         self.app.action("view_session")(_acknowledge)
         self.app.action("view_pr")(_acknowledge)
@@ -259,12 +260,13 @@ class SlackBot:
         self._spawn(self._command(command, session_id, thread, person), f"{command} button")
 
     async def _on_pick(self, ack: Any, body: dict[str, Any]) -> None:
-        """A repository was picked for a request that named none: it starts, once."""
+        """A repository was picked for a request that named none (in the menu, or the
+        proposal's button): it starts, once."""
         await ack()
         action = body["actions"][0]
         request_ts = action["block_id"].removeprefix("pick:")
         team, channel = body["team"]["id"], body["channel"]["id"]
-        repository = action["selected_option"]["value"]
+        repository = action.get("value") or (action.get("selected_option") or {}).get("value")
         picker = await self.people.get(body["user"]["id"])
         if repository not in self.engine.settings.repository_urls or self.people.refusal(
             picker, team, channel
@@ -331,7 +333,14 @@ class SlackBot:
             f"slack:{thread.team}:{thread.channel}:{ts}",
             {"text": text, "user": person.id, "thread_ts": thread.ts},
         )
-        self._spawn(self._post(thread, *cards.repository_picker(known, ts)), "repository picker")
+        self._spawn(self._offer_repositories(thread, known, ts, text), "repository picker")
+
+    async def _offer_repositories(
+        self, thread: Thread, known: list[str], ts: str, text: str
+    ) -> None:
+        # After the ack: the model may take seconds, Slack wants the ack within three.
+        proposed = await self.engine.propose_repository(text)
+        await self._post(thread, *cards.repository_picker(known, ts, proposed))
 
     async def _thread_context(self, thread: Thread, ts: str) -> str:
         """Earlier messages of the thread a session starts in, quoted and marked untrusted."""

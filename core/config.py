@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         None, gt=0, validation_alias=_ours("SESSION_SPEND_LIMIT_USD")
     )
     model_prices: str = Field("", validation_alias=_ours("MODEL_PRICES"))
+    # Off by default: it sends request text to the model before anyone picked a repository.
+    repository_classifier: bool = Field(False, validation_alias=_ours("REPOSITORY_CLASSIFIER"))
+    classifier_model: str | None = Field(None, validation_alias=_ours("CLASSIFIER_MODEL"))
+    classifier_timeout_seconds: float = Field(
+        5.0, gt=0, validation_alias=_ours("CLASSIFIER_TIMEOUT_SECONDS")
+    )
 
     # --- engine tuning (every timer configurable so tests run in seconds) ---
     max_prompt_bytes: int = Field(64 * 1024, gt=0, validation_alias=_ours("MAX_PROMPT_BYTES"))
@@ -161,7 +167,7 @@ class Settings(BaseSettings):
                 raise ValueError("entries are owner/name=username:token")
         return value
 
-    @field_validator("model")
+    @field_validator("model", "classifier_model")
     @classmethod
     def _check_model(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("anthropic:", "openai:")):

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from core import classifier
 from core.actors.session import ActorContext, SessionActor, lease_name
 from core.broker import Broker, Subscription, SubscriptionLost
 from core.config import Settings
@@ -26,6 +27,7 @@ from core.errors import BadInput, ConfigError, NotFound
 from core.eventlog import follow
 from core.links import LinkRefused, LinkSigner
 from core.models import Author, Event, Prompt, SessionInfo, Submitted
+from core.proxy import ModelProxy
 from core.sandboxes import SandboxProvider
 from core.sandboxes.breaker import SpawnBreaker
 from core.store import events as event_store
@@ -441,3 +443,30 @@ class Engine:
                 self._start_actor(session_id, lease).tell({"kind": "wake"})
                 adopted.append(session_id)
         return adopted
+
+    # ----- proposing a repository ------------------------------------------------------------
+
+    # The runtime hands the proxy over once the HTTP app exists; an engine without one (no HTTP
+    # server) proposes nothing.
+    _model_proxy: ModelProxy | None = None
+
+    def use_model_proxy(self, proxy: ModelProxy) -> None:
+        """Make the engine's own model calls through the model proxy's upstreams."""
+        self._model_proxy = proxy
+
+    async def propose_repository(self, text: str) -> str | None:
+        """Which configured repository a request that names none is probably about, asked of
+        the model when OPEN_INSPECT_REPOSITORY_CLASSIFIER is on. None when it is off, unsure
+        or failing: never an exception, since the person is asked to pick either way."""
+        settings = self.settings
+        if not settings.repository_classifier or not settings.repository_urls:
+            return None
+        model = settings.classifier_model or settings.model
+        assert model is not None, "Settings gives the deployment a model"
+        return await classifier.propose(
+            self._model_proxy,
+            model,
+            settings.classifier_timeout_seconds,
+            settings.repository_urls,
+            text,
+        )

@@ -8,10 +8,14 @@ counts out of the response and reports them once per call.
 
 Anthropic SDK:  base_url = http://<engine>/proxy/anthropic      (the SDK appends /v1/messages)
 OpenAI SDK:     base_url = http://<engine>/proxy/openai/v1      (the SDK appends /chat/completions)
+
+The engine's own short calls (proposing a repository for a request) use the same upstreams,
+keys and client through `ModelProxy.complete`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -76,6 +80,18 @@ class Usage:
     cost_usd: float
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The answer to one of the engine's own calls (`ModelProxy.complete`)."""
+
+    text: str | None
+    usage: Usage
+
+
+class ModelCallFailed(Exception):
+    """One of the engine's own calls got no usable answer; the message says why."""
 
 
 class ProxyAuthority(Protocol):
@@ -163,6 +179,17 @@ class _Dialect:
         """Take token counts from one stream event or a whole JSON response."""
         raise NotImplementedError
 
+    # The engine's own short calls (no SDK in between) need what an SDK would add.
+    request_headers: dict[str, str] = {}
+
+    def one_shot(self, model: str, system: str, user: str, max_tokens: int) -> dict[str, Any]:
+        """The body of a short non-streamed request: one instruction, one user message."""
+        raise NotImplementedError
+
+    def reply_text(self, response: dict[str, Any]) -> str | None:
+        """The text of a non-streamed response; None when it has none."""
+        raise NotImplementedError
+
 
 class _Anthropic(_Dialect):
     name, label, env_prefix = "anthropic", "Anthropic", "ANTHROPIC"
@@ -198,6 +225,30 @@ class _Anthropic(_Dialect):
             value = _int(usage.get(source))
             if value is not None:
                 setattr(counts, target, value)
+
+    request_headers = {"anthropic-version": "2023-06-01"}
+
+    def one_shot(self, model: str, system: str, user: str, max_tokens: int) -> dict[str, Any]:
+        return {
+            "model": model,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "system": system,
+            "messages": [{"role": "user", "content": user}],
+        }
+
+    def reply_text(self, response: dict[str, Any]) -> str | None:
+        content = response.get("content")
+        if not isinstance(content, list):
+            return None
+        texts = [
+            block["text"]
+            for block in content
+            if isinstance(block, dict)
+            and block.get("type") == "text"
+            and isinstance(block.get("text"), str)
+        ]
+        return "".join(texts) if texts else None
 
 
 class _OpenAI(_Dialect):
@@ -246,9 +297,30 @@ class _OpenAI(_Dialect):
         counts.uncached_input_tokens = max(prompt - counts.cache_read_tokens, 0)
         counts.output_tokens = _int(usage.get("completion_tokens")) or 0
 
+    def one_shot(self, model: str, system: str, user: str, max_tokens: int) -> dict[str, Any]:
+        # No `temperature` and no `max_tokens`: OpenAI's reasoning models refuse both (any
+        # temperature but the default); `max_completion_tokens` is what they all accept.
+        return {
+            "model": model,
+            "max_completion_tokens": max_tokens,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": user},
+            ],
+        }
+
+    def reply_text(self, response: dict[str, Any]) -> str | None:
+        choices = response.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return None
+        message = choices[0].get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        return content if isinstance(content, str) else None
+
 
 ANTHROPIC = _Anthropic()
 OPENAI = _OpenAI()
+_DIALECTS: dict[str, _Dialect] = {ANTHROPIC.name: ANTHROPIC, OPENAI.name: OPENAI}
 
 
 # --- reading usage out of a passing response -----------------------------------------------
@@ -359,7 +431,10 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-class _ModelProxy:
+class ModelProxy:
+    """Serves the proxy routes; while the engine's app runs, also makes the engine's own
+    model calls (`complete`) with the same upstreams and client."""
+
     def __init__(
         self,
         authority: ProxyAuthority,
@@ -563,6 +638,22 @@ class _ModelProxy:
         )
 
     async def _record(self, dialect: _Dialect, session_id: str, counts: _Counts) -> None:
+        usage = self._usage(dialect, counts)
+        log.debug(
+            "session %s: %s %s used %d input and %d output tokens, $%.6f",
+            session_id,
+            dialect.label,
+            usage.model or "(unknown model)",
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cost_usd,
+        )
+        try:
+            await self._authority.record_usage(session_id, usage)
+        except Exception:
+            log.exception("session %s: could not record model usage %s", session_id, usage)
+
+    def _usage(self, dialect: _Dialect, counts: _Counts) -> Usage:
         cost = 0.0
         if counts.input_tokens or counts.output_tokens:
             cost = self._prices.cost(
@@ -581,19 +672,67 @@ class _ModelProxy:
             cache_read_tokens=counts.cache_read_tokens,
             cache_write_tokens=counts.cache_write_tokens,
         )
-        log.debug(
-            "session %s: %s %s used %d input and %d output tokens, $%.6f",
-            session_id,
-            dialect.label,
-            usage.model or "(unknown model)",
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.cost_usd,
-        )
+        return usage
+
+    # --- the engine's own calls ----------------------------------------------------------
+
+    async def complete(
+        self, model: str, system: str, user: str, *, max_tokens: int, timeout: float
+    ) -> Completion:
+        """One short non-streamed call of the engine's own (no sandbox, no session), through
+        the same upstreams, credentials and HTTP client as the calls it proxies. `model` is
+        `anthropic:<model>` or `openai:<model>`. Never retried: the caller has a fallback.
+        Raises ModelCallFailed saying why there is no answer."""
+        provider, _, name = model.partition(":")
+        dialect = _DIALECTS.get(provider)
+        if dialect is None:
+            raise ModelCallFailed(f"{model!r} names no provider this proxy knows")
+        upstream = self._upstreams[dialect.name]
+        if upstream is None:
+            raise ModelCallFailed(f"the engine has no {dialect.label} API configured")
+        if self._http is None:
+            raise ModelCallFailed("the model proxy is not running")
+        headers = {"content-type": "application/json", **dialect.request_headers}
+        if upstream.api_key:
+            headers.update(dialect.credentials(upstream.api_key))
+        url = URL(upstream.base_url.rstrip("/") + dialect.billable, encoded=True)
+        body = orjson.dumps(dialect.one_shot(name, system, user, max_tokens))
         try:
-            await self._authority.record_usage(session_id, usage)
-        except Exception:
-            log.exception("session %s: could not record model usage %s", session_id, usage)
+            async with (
+                asyncio.timeout(timeout),
+                self._http.post(url, data=body, headers=headers, allow_redirects=False) as answer,
+            ):
+                status, raw = answer.status, await _read_limited(answer, _MAX_JSON_BYTES)
+        except TimeoutError:
+            raise ModelCallFailed(
+                f"the {dialect.label} API did not answer within {timeout}s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise ModelCallFailed(f"the {dialect.label} API is unreachable: {exc!r}") from exc
+        if raw is None:
+            raise ModelCallFailed(f"the {dialect.label} API answered over {_MAX_JSON_BYTES} bytes")
+        if status >= 400:
+            said = raw[:300].decode(errors="replace")
+            raise ModelCallFailed(f"the {dialect.label} API answered HTTP {status}: {said}")
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ModelCallFailed(f"the {dialect.label} API answered something not a JSON object")
+        counts = _Counts(name)
+        dialect.observe(counts, parsed)
+        return Completion(dialect.reply_text(parsed), self._usage(dialect, counts))
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, or None when it is longer than `limit`."""
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def add_proxy_routes(
@@ -605,10 +744,11 @@ def add_proxy_routes(
     *,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-) -> None:
+) -> ModelProxy:
     """Mount the proxy on the engine's app. A provider given as None answers 503 saying which
-    variables to set."""
-    proxy = _ModelProxy(
+    variables to set. The proxy returned also makes the engine's own calls (`complete`) while
+    the app runs."""
+    proxy = ModelProxy(
         authority,
         {ANTHROPIC.name: anthropic, OPENAI.name: openai},
         prices,
@@ -624,3 +764,4 @@ def add_proxy_routes(
         (OPENAI, "GET", "/models"),
     ):
         app.router.add_route(method, dialect.mount + path, proxy.handler(dialect))
+    return proxy

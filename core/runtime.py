@@ -75,7 +75,8 @@ def _app(runtime: Runtime, mounts: Sequence[Mount]) -> web.Application:
         if settings.openai_api_key or settings.openai_base_url
         else None
     )
-    add_proxy_routes(app, engine, anthropic, openai, Pricing.parse(settings.model_prices))
+    proxy = add_proxy_routes(app, engine, anthropic, openai, Pricing.parse(settings.model_prices))
+    engine.use_model_proxy(proxy)  # the engine's own calls share its upstreams and client
     return app
 
 

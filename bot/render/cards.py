@@ -11,6 +11,7 @@ from bot.render.mrkdwn import SECTION_LIMIT, cut, escape
 STOP_ACTION = "stop_session"
 PR_ACTION = "create_pr"
 PICK_ACTION = "pick_repository"
+PROPOSE_ACTION = "start_proposed_repository"
 FILES_SHOWN = 15
 
 Blocks = list[dict[str, Any]]
@@ -143,9 +144,14 @@ def failure(progress: Progress, link: str) -> tuple[str, Blocks]:
     ]
 
 
-def repository_picker(repositories: list[str], request_ts: str) -> tuple[str, Blocks]:
+def repository_picker(
+    repositories: list[str], request_ts: str, proposed: str | None = None
+) -> tuple[str, Blocks]:
     """Ask which repository a request is about: a menu of them all when they fit (a static
-    menu holds 100), else one that searches as you type (`block_suggestion`)."""
+    menu holds 100), else one that searches as you type (`block_suggestion`). A `proposed`
+    one (the classifier's guess) gets a button that starts there and is preselected in the
+    menu; a person still confirms. The button sits in the menu's block, so a click carries
+    the same `pick:<request ts>` block id as a pick."""
     menu: dict[str, Any] = {
         "action_id": PICK_ACTION,
         "placeholder": {"type": "plain_text", "text": "Repository"},
@@ -157,11 +163,24 @@ def repository_picker(repositories: list[str], request_ts: str) -> tuple[str, Bl
         menu["type"] = "external_select"
         menu["min_query_length"] = 1
     text = "Which repository is this about? Pick one and I will start."
+    elements: list[dict[str, Any]] = [menu]
+    if proposed is not None:
+        # A static menu's initial option must be one of its options, exactly.
+        menu["initial_option"] = repository_options([proposed])[0]
+        text = f"This looks like `{escape(proposed)}` to me. Start there, or pick another."
+        start = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": f"Start in {proposed}"[:75]},
+            "style": "primary",
+            "action_id": PROPOSE_ACTION,
+            "value": proposed,
+        }
+        elements.insert(0, start)
     if len(repositories) > 100:
         text += f" Type part of its name to search the {len(repositories):,}."
     return "Which repository is this about?", [
         _section(text),
-        {"type": "actions", "block_id": f"pick:{request_ts}", "elements": [menu]},
+        {"type": "actions", "block_id": f"pick:{request_ts}", "elements": elements},
     ]
 
 

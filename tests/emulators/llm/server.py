@@ -292,6 +292,8 @@ class LLMEmulator:
         self.openai_base_url = ""
         self._failures: list[_Failure] = []
         self._midstream_errors: list[str] = []
+        self._stalls = 0
+        self._released = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -311,6 +313,7 @@ class LLMEmulator:
         self.openai_base_url = f"{self.url}/v1"
 
     async def stop(self) -> None:
+        self.release()  # stalled requests answer, so the server can shut down at once
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -327,6 +330,16 @@ class LLMEmulator:
         """The next `times` model requests fail with `status`, in the provider's error shape."""
         failure = _Failure(status, retry_after, _error_message(status, message))
         self._failures.extend([failure] * times)
+
+    def stall_next(self, times: int = 1) -> None:
+        """The next `times` model requests get no answer until `release` (or `stop`): a
+        provider that accepted the connection and hangs."""
+        self._stalls += times
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let every stalled request answer."""
+        self._released.set()
 
     def clear_faults(self) -> None:
         """Forget every failure still queued by `fail_next` and `error_midstream_next`."""
@@ -422,6 +435,9 @@ class LLMEmulator:
             return {}, self._error(provider, 401, message)
         if request.method == "POST" and not isinstance(body, dict):
             return {}, self._error(provider, 400, "The request body is not a JSON object")
+        if model_request and self._stalls:
+            self._stalls -= 1
+            await self._released.wait()
         if model_request and self._failures:
             failure = self._failures.pop(0)
             return body, self._error(provider, failure.status, failure.message, failure.retry_after)
