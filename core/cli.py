@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="owner/name from OPEN_INSPECT_REPOSITORIES, a git URL or a local path",
     )
+    run.add_argument(
+        "--model", help="anthropic:<model> or openai:<model> (default: OPEN_INSPECT_MODEL)"
+    )
+    run.add_argument("--branch", help="the branch to start from (default: the repository's)")
     run.add_argument("prompt", help="what the agent should do")
     link = commands.add_parser("link", help="make or revoke links to a session's page")
     link_actions = link.add_subparsers(dest="action", required=True)
@@ -106,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                 "open-inspect: the prompt is empty: say what you would like done", file=sys.stderr
             )
             return 2
-        command = functools.partial(run_session, repo=args.repo, prompt=args.prompt)
+        command = functools.partial(
+            run_session, repo=args.repo, prompt=args.prompt, model=args.model, branch=args.branch
+        )
     else:
         command = _COMMANDS[args.command]
     try:

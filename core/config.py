@@ -6,6 +6,7 @@ Lists are comma-separated strings, never JSON.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,6 +18,18 @@ CommaList = Annotated[list[str], NoDecode]
 
 def _ours(name: str) -> AliasChoices:
     return AliasChoices(f"OPEN_INSPECT_{name}")
+
+
+# The provider picks the SDK and the proxy route; the name after it goes to the provider as is.
+_MODEL = re.compile(r"(anthropic|openai):\S{1,200}")
+
+
+def check_model(value: str) -> str:
+    """`value` when it is `anthropic:<model>` or `openai:<model>`; ValueError otherwise (the
+    setting and a session's own choice are held to the same rule)."""
+    if not isinstance(value, str) or not _MODEL.fullmatch(value):
+        raise ValueError(f"{value!r} must be anthropic:<model> or openai:<model>")
+    return value
 
 
 class Settings(BaseSettings):
@@ -170,9 +183,7 @@ class Settings(BaseSettings):
     @field_validator("model", "classifier_model")
     @classmethod
     def _check_model(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("anthropic:", "openai:")):
-            raise ValueError(f"{value!r} must be anthropic:<model> or openai:<model>")
-        return value
+        return None if value is None else check_model(value)
 
     @model_validator(mode="after")
     def _default_model(self) -> Settings:

@@ -22,7 +22,7 @@ import asyncpg
 from core import classifier
 from core.actors.session import ActorContext, SessionActor, lease_name
 from core.broker import Broker, Subscription, SubscriptionLost
-from core.config import Settings
+from core.config import Settings, check_model
 from core.errors import BadInput, ConfigError, NotFound
 from core.eventlog import follow
 from core.links import LinkRefused, LinkSigner
@@ -42,7 +42,36 @@ log = logging.getLogger(__name__)
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/\-]{0,255}")
 _REPOSITORY = re.compile(r"[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+")
+# Stricter than `git check-ref-format --branch`: path parts of letters, digits and _.+- that
+# start with a letter, digit or _, so a name can never pass for an option or a revision range.
+_BRANCH_PART = r"[A-Za-z0-9_][A-Za-z0-9_.+\-]*"
+_BRANCH = re.compile(rf"{_BRANCH_PART}(?:/{_BRANCH_PART})*")
 _MAX_HOPS = 3
+
+
+def _check_branch(branch: str) -> None:
+    valid = (
+        isinstance(branch, str)
+        and len(branch) <= 255
+        and _BRANCH.fullmatch(branch) is not None
+        and ".." not in branch
+        and not branch.endswith(".")
+        and not any(part.endswith(".lock") for part in branch.split("/"))
+        and branch != "HEAD"
+    )
+    if not valid:
+        raise BadInput(
+            f"{branch!r} is not a branch name this accepts: use up to 255 letters, digits and "
+            "_.+-/ in parts that start with a letter, digit or _, without '..' (e.g. "
+            "release/2.0)."
+        )
+
+
+def _check_model(model: str) -> None:
+    try:
+        check_model(model)
+    except ValueError as exc:
+        raise BadInput(f"The model {exc}, e.g. anthropic:claude-sonnet-4-6.") from None
 
 
 def _check_key(what: str, value: str) -> None:
@@ -116,9 +145,16 @@ class Engine:
         text: str,
         context: dict[str, Any] | None = None,
         repository: str | None = None,
+        model: str | None = None,
+        branch: str | None = None,
     ) -> Submitted:
         """Queue a prompt durably and have the session's owner run it. Idempotent on
-        `source_key`: the same key again returns the first prompt and queues nothing."""
+        `source_key`: the same key again returns the first prompt and queues nothing.
+
+        `repository`, `model` (`anthropic:<model>` or `openai:<model>`) and `branch` (cloned
+        instead of the repository's default) only apply when this prompt starts the thread's
+        session: a session keeps what it was created with. None means the deployment's
+        default."""
         _check_key("source key", source_key)
         _check_key("thread key", thread_key)
         _check_key("author id", author.id)
@@ -126,6 +162,10 @@ class Engine:
             raise BadInput("The prompt has no author name.")
         if repository is not None and not _REPOSITORY.fullmatch(repository):
             raise BadInput(f"{repository!r} is not a repository name of the form owner/name.")
+        if model is not None:
+            _check_model(model)
+        if branch is not None:
+            _check_branch(branch)
         text = (text or "").strip()
         if not text:
             raise BadInput("The prompt is empty: say what you would like done.")
@@ -144,7 +184,9 @@ class Engine:
         if existing is not None:
             return await self._receipt(existing, created=False)
         async with self._pool.acquire() as conn, conn.transaction():
-            session_id, _ = await session_store.find_or_create(conn, thread_key, repository, author)
+            session_id, _ = await session_store.find_or_create(
+                conn, thread_key, repository, author, model, branch
+            )
             await session_store.remember_user(conn, author)
             await session_store.add_participant(conn, session_id, author.id)
             prompt, created = await prompt_store.insert(

@@ -34,6 +34,11 @@ class SandboxFailed(OpenInspectError):
     """The sandbox could not finish a prompt (it died, timed out or refused)."""
 
 
+class SandboxRefused(SandboxFailed):
+    """The session asks for what no sandbox can give (a repository that is not configured, a
+    branch the repository does not have): it says nothing of the sandboxes' health."""
+
+
 class AgentFailed(SandboxFailed):
     """The agent could not finish the prompt (the model failed, a limit was hit); the sandbox
     itself is fine and keeps the conversation."""

@@ -93,6 +93,8 @@ class SessionInfo:
     output_tokens: int = 0
     cost_usd: float = 0.0
     link_generation: int = 0
+    model: str | None = None  # chosen at creation; None: the deployment's OPEN_INSPECT_MODEL
+    branch: str | None = None  # cloned at creation; None: the repository's default branch
 
 
 @dataclass(frozen=True)

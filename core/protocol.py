@@ -138,6 +138,8 @@ class Bind(_Frame):
     token: str = Field(repr=False)
     repository_url: str | None = None
     reference: str | None = None  # the repository's mirror, to borrow objects from
+    model: str | None = None  # the session's model; None keeps the one the sandbox started with
+    branch: str | None = None  # cloned instead of the repository's default branch
 
 
 class PromptFrame(_Frame):

@@ -143,9 +143,16 @@ def _summary(arguments: Any) -> str:
 
 
 async def run_session(
-    settings: Settings, repo: str, prompt: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    settings: Settings,
+    repo: str,
+    prompt: str,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    model: str | None = None,
+    branch: str | None = None,
 ) -> int:
-    """Run one prompt to the end; 0 when it succeeded, 1 when it failed."""
+    """Run one prompt to the end, with `model` on `branch` when given (else the configured
+    model on the repository's default branch); 0 when it succeeded, 1 when it failed."""
     name, settings = resolve_repository(settings, repo)
     data_dir = DataDir(settings.data_dir)
     data_dir.lock_engine()
@@ -153,17 +160,27 @@ async def run_session(
         settings = runtime.with_keys(settings, data_dir).model_copy(update={"http_port": 0})
         running = await runtime.start(settings, data_dir)
         try:
-            return await _drive(running.engine, name, prompt, Printer(out, err))
+            printer = Printer(out, err)
+            return await _drive(running.engine, name, prompt, printer, model, branch)
         finally:
             await running.close()
     finally:
         data_dir.release()
 
 
-async def _drive(engine: Any, repository: str, prompt: str, printer: Printer) -> int:
+async def _drive(
+    engine: Any,
+    repository: str,
+    prompt: str,
+    printer: Printer,
+    model: str | None,
+    branch: str | None,
+) -> int:
     key = f"cli:{os.getpid()}-{uuid.uuid4().hex[:12]}"
     author = git_identity()
-    receipt = await engine.submit_prompt(key, key, author, prompt, repository=repository)
+    receipt = await engine.submit_prompt(
+        key, key, author, prompt, repository=repository, model=model, branch=branch
+    )
     outcome: dict[str, Any] = {}
     async for event in engine.subscribe(receipt.session_id, viewer=Viewer("terminal", author.name)):
         printer.show(event)

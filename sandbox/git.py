@@ -175,16 +175,28 @@ class Git:
 
     # ----- the remote ------------------------------------------------------------------------
 
-    async def clone(self, url: str, reference: Path | None = None) -> None:
-        """Clone `url` into the workspace, borrowing objects from `reference` when given."""
+    async def clone(
+        self, url: str, reference: Path | None = None, branch: str | None = None
+    ) -> None:
+        """Clone `url` into the workspace with `branch` checked out (the remote's default when
+        None), borrowing objects from `reference` when given."""
         if has_userinfo(url):
             raise GitError("credentials in a clone URL are refused; configure them in core")
         self.workspace.parent.mkdir(parents=True, exist_ok=True)
         args = ["clone", "--quiet"]
         if reference is not None:
             args += ["--reference", str(reference)]
+        if branch is not None:
+            args.append(f"--branch={branch}")
         args += ["--", url, str(self.workspace)]
-        await self._git(args, env=self.remote_env(), cwd=self.workspace.parent)
+        result = await self._git(
+            args, env=self.remote_env(), cwd=self.workspace.parent, check=False
+        )
+        if result.returncode == 0:
+            return
+        if branch is not None and "not found in upstream" in result.stderr:
+            raise GitError(f"the branch {branch!r} does not exist in the repository")
+        raise self._error("clone", result.stderr)
 
     async def fetch(self) -> None:
         await self._git(["fetch", "--quiet", "--prune", "origin"], env=self.remote_env())

@@ -71,6 +71,7 @@ class SandboxConfig:
     setup_timeout: float
     heartbeat: float
     reference: Path | None = None  # a repository mirror a new workspace borrows objects from
+    branch: str | None = None  # what a new workspace checks out; None: the remote's default
     agent_restarts: int = 3
 
     @classmethod
@@ -89,6 +90,7 @@ class SandboxConfig:
             reference=Path(env["OPEN_INSPECT_REFERENCE"])
             if env.get("OPEN_INSPECT_REFERENCE")
             else None,
+            branch=env.get("OPEN_INSPECT_BRANCH") or None,
         )
 
     def model_config(self, token: str) -> ModelConfig:
@@ -212,6 +214,8 @@ class Supervisor:
             session_id=command.session_id,
             repository_url=command.repository_url,
             reference=reference,
+            model=command.model or self.config.model,
+            branch=command.branch,
         )
         # The pool token is void now: reconnects, the model proxy and git use the session's.
         self._token = command.token
@@ -226,7 +230,9 @@ class Supervisor:
         if (config.workspace / ".git").exists():
             await self._git.fetch()
         elif config.repository_url:
-            await self._git.clone(config.repository_url, reference=config.reference)
+            await self._git.clone(
+                config.repository_url, reference=config.reference, branch=config.branch
+            )
         else:
             config.workspace.mkdir(parents=True, exist_ok=True)
             await self._git.init()

@@ -56,6 +56,32 @@ def git(*args: str | Path, cwd: Path | None = None) -> str:
     return result.stdout
 
 
+def add_branch(bare: Path, branch: str, files: dict[str, str], start: str = "main") -> str:
+    """Push a branch `branch` to the bare repository: `start` plus one commit of `files`.
+    Returns the branch's commit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "work"
+        git("clone", "--quiet", "--branch", start, bare, work)
+        git("switch", "--quiet", "--create", branch, cwd=work)
+        for path, content in files.items():
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / path).write_text(content)
+        git("add", "--all", cwd=work)
+        git(
+            "-c",
+            "user.name=Repo Maker",
+            "-c",
+            "user.email=maker@example.com",
+            "commit",
+            "--quiet",
+            "--message",
+            f"Start {branch}",
+            cwd=work,
+        )
+        git("push", "--quiet", "origin", branch, cwd=work)
+        return git("rev-parse", "HEAD", cwd=work).strip()
+
+
 def make_repo(root: Path, name: str, files: dict[str, str]) -> Path:
     """A bare repository `root/<name>.git` with one commit of `files` on `main`."""
     bare = root / f"{name}.git"

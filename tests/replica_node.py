@@ -20,7 +20,7 @@ from core import runtime
 from core.config import Settings
 from core.datadir import DataDir
 from core.models import Author
-from core.sandboxes import AgentEvent, PromptRequest
+from core.sandboxes import AgentEvent, PromptRequest, SessionOptions
 from tests.scripted import ScriptedProvider, ScriptedSandbox
 
 
@@ -41,8 +41,10 @@ class SignedProvider(ScriptedProvider):
         super().__init__()
         self.replica = replica
 
-    async def create(self, session_id: str, repository: str | None) -> SignedSandbox:
-        sandbox = SignedSandbox(session_id)
+    async def create(
+        self, session_id: str, repository: str | None, options: SessionOptions
+    ) -> SignedSandbox:
+        sandbox = SignedSandbox(session_id, options)
         sandbox.replica = self.replica
         return sandbox
 

@@ -84,9 +84,11 @@ class System:
         n: int = 1,
         author: Author = CAROL,
         repository: str = "acme/calc",
+        model: str | None = None,
+        branch: str | None = None,
     ) -> Any:
         return await self.engine.submit_prompt(
-            f"{thread}:{n}", thread, author, text, repository=repository
+            f"{thread}:{n}", thread, author, text, repository=repository, model=model, branch=branch
         )
 
     async def finish(self, prompt_id: int, *states: str, timeout: float = 60) -> str:

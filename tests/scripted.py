@@ -18,12 +18,13 @@ import json
 from collections.abc import AsyncIterator
 
 from core.errors import SandboxFailed
-from core.sandboxes import AgentEvent, PromptRequest
+from core.sandboxes import AgentEvent, PromptRequest, SessionOptions
 
 
 class ScriptedSandbox:
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, options: SessionOptions | None = None) -> None:
         self.session_id = session_id
+        self.options = options or SessionOptions()
         self.warm = False
         self.aborted = asyncio.Event()
         self.closed = False
@@ -87,8 +88,10 @@ class ScriptedProvider:
     def __init__(self) -> None:
         self.sandboxes: list[ScriptedSandbox] = []
 
-    async def create(self, session_id: str, repository: str | None) -> ScriptedSandbox:
-        sandbox = ScriptedSandbox(session_id)
+    async def create(
+        self, session_id: str, repository: str | None, options: SessionOptions
+    ) -> ScriptedSandbox:
+        sandbox = ScriptedSandbox(session_id, options)
         self.sandboxes.append(sandbox)
         return sandbox
 

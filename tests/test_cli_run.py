@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 
 from core.crypto import generate_key
 from tests.emulators.llm.server import LLMEmulator
-from tests.gitserver import git
-from tests.sandbox_fixtures import PROVIDER_KEY, calc_repo, fixing_script
+from tests.gitserver import add_branch, git
+from tests.sandbox_fixtures import PROVIDER_KEY, bash_script, calc_repo, fixing_script
 
 CLI = [sys.executable, "-c", "from core.cli import main; raise SystemExit(main())"]
 
@@ -105,6 +106,29 @@ async def test_run_with_nothing_to_change_pushes_nothing(
     assert "open-inspect/" not in git("branch", "--list", cwd=origin)
 
 
+async def test_run_starts_from_the_given_branch_with_the_given_model(
+    tmp_path: Path, database_url: str, llm: LLMEmulator, origin: Path
+) -> None:
+    add_branch(origin, "release", {"RELEASE.md": "release notes\n"})
+    llm.script = bash_script("git rev-parse --abbrev-ref HEAD; cat RELEASE.md")
+    code, out, err = await run_cli(
+        cli_env(tmp_path, database_url, llm),
+        "run",
+        "--repo",
+        str(origin),
+        "--branch",
+        "release",
+        "--model",
+        "anthropic:claude-test-x",
+        "Where am I?",
+    )
+    assert code == 0, (out, err)
+    asked = [r for r in llm.requests if r["path"] == "/v1/messages"]
+    assert asked and {r["body"]["model"] for r in asked} == {"claude-test-x"}
+    fed_back = json.dumps(asked[-1]["body"]["messages"])
+    assert "release\\nrelease notes" in fed_back, fed_back
+
+
 async def test_run_exits_1_when_the_prompt_fails(
     tmp_path: Path, database_url: str, llm: LLMEmulator, origin: Path
 ) -> None:
@@ -123,6 +147,8 @@ async def test_run_exits_1_when_the_prompt_fails(
         (["run", "--repo", "acme/unknown", "Fix it"], "Unknown repository acme/unknown"),
         (["run", "--repo", "/nonexistent/path/x", "Fix it"], "neither"),
         (["run", "--repo", "ORIGIN", "   "], "empty"),
+        (["run", "--repo", "ORIGIN", "--model", "gpt-4", "Fix it"], "anthropic:<model>"),
+        (["run", "--repo", "ORIGIN", "--branch", "a..b", "Fix it"], "not a branch name"),
     ],
 )
 async def test_run_exits_2_on_bad_usage_with_a_one_line_reason(

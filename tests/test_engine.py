@@ -13,6 +13,7 @@ from core.broker.memory import MemoryBroker
 from core.engine import Engine
 from core.errors import BadInput, NotFound
 from core.models import Author
+from core.sandboxes import SessionOptions
 from core.viewers import Viewer
 from tests.engine_helpers import ALICE, BOB, event_log, fast_settings, until, wait_state
 from tests.scripted import ScriptedProvider
@@ -161,6 +162,62 @@ async def test_malformed_keys_are_refused_with_a_clear_message(
         await engine.submit_prompt(source, thread, author, "do it", repository=repository)
     assert str(caught.value)
     assert await pool.fetchval("SELECT count(*) FROM prompts") == before
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"model": "claude-sonnet-4-6"}, "must be anthropic:<model> or openai:<model>"),
+        ({"model": "anthropic:"}, "must be anthropic:<model> or openai:<model>"),
+        ({"model": "openai:gpt 4"}, "must be anthropic:<model> or openai:<model>"),
+        ({"model": "mistral:large"}, "must be anthropic:<model> or openai:<model>"),
+        ({"branch": "-upload-pack=evil"}, "not a branch name"),
+        ({"branch": "main..release"}, "not a branch name"),
+        ({"branch": "my branch"}, "not a branch name"),
+        ({"branch": "release/"}, "not a branch name"),
+        ({"branch": "topic.lock"}, "not a branch name"),
+        ({"branch": ""}, "not a branch name"),
+        ({"branch": "b" * 256}, "not a branch name"),
+    ],
+)
+async def test_a_bad_model_or_branch_is_refused_and_nothing_written(
+    engine: Engine, pool: asyncpg.Pool, options: dict[str, str], message: str
+) -> None:
+    before = await pool.fetchval(
+        "SELECT (SELECT count(*) FROM prompts) + (SELECT count(*) FROM sessions)"
+    )
+    source, thread = keys()
+    with pytest.raises(BadInput, match=message):
+        await engine.submit_prompt(
+            source, thread, ALICE, "do it", repository="acme/calc", **options
+        )
+    after = await pool.fetchval(
+        "SELECT (SELECT count(*) FROM prompts) + (SELECT count(*) FROM sessions)"
+    )
+    assert after == before
+
+
+async def test_a_session_keeps_the_model_and_branch_it_was_created_with(
+    engine: Engine, pool: asyncpg.Pool, provider: ScriptedProvider
+) -> None:
+    _, thread = keys()
+    first = await engine.submit_prompt(
+        f"{thread}:1", thread, ALICE, "one", model="openai:gpt-4.1-mini", branch="release/2.0"
+    )
+    # A later prompt of the thread cannot change what the session was created with.
+    second = await engine.submit_prompt(
+        f"{thread}:2", thread, BOB, "two", model="anthropic:claude-other", branch="main"
+    )
+    assert await wait_state(pool, second.prompt_id, "done") == "done"
+    info = await engine.session(first.session_id)
+    assert (info.model, info.branch) == ("openai:gpt-4.1-mini", "release/2.0")
+    assert [s.options for s in provider.sandboxes] == [
+        SessionOptions(model="openai:gpt-4.1-mini", branch="release/2.0")
+    ]
+    _, other = keys()
+    plain = await engine.submit_prompt(f"{other}:1", other, ALICE, "three")
+    info = await engine.session(plain.session_id)
+    assert (info.model, info.branch) == (None, None)
 
 
 async def test_unknown_session_or_prompt_is_a_clear_not_found(engine: Engine) -> None:
@@ -355,9 +412,9 @@ async def test_a_watched_session_does_not_hibernate_until_its_last_viewer_leaves
 class SlowStartProvider(ScriptedProvider):
     """Sandboxes that take a while to start, as real ones do."""
 
-    async def create(self, session_id: str, repository: str | None):  # noqa: ANN201
+    async def create(self, session_id: str, repository: str | None, options: SessionOptions):  # noqa: ANN201
         await asyncio.sleep(0.5)
-        return await super().create(session_id, repository)
+        return await super().create(session_id, repository, options)
 
 
 async def test_a_stop_while_the_sandbox_starts_stops_the_prompt_before_it_runs(

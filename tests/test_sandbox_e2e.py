@@ -16,7 +16,7 @@ import pytest
 
 from core.sandboxes.local import LocalProvider
 from tests.engine_helpers import until
-from tests.gitserver import GitServer, git
+from tests.gitserver import GitServer, add_branch, git
 from tests.sandbox_fixtures import (
     CAROL,
     PROVIDER_KEY,
@@ -454,3 +454,50 @@ async def test_without_bubblewrap_the_sandbox_runs_as_a_plain_process_with_a_lou
         assert any(
             w.get("kind") == "isolation" and "plain process" in w["message"] for w in warnings
         ), warnings
+
+
+async def test_a_session_runs_its_own_model_on_its_own_branch(anthropic_system: System) -> None:
+    system = anthropic_system
+    tip = add_branch(system.repo, "release", {"RELEASE.md": "release notes\n"})
+    system.llm.script = bash_script(
+        "git rev-parse --abbrev-ref HEAD", "cat RELEASE.md", "echo more >> RELEASE.md"
+    )
+    receipt = await system.prompt(
+        "run some commands", thread(), model="anthropic:claude-test-x", branch="release"
+    )
+    state = await system.finish(receipt.prompt_id, "done", "failed")
+    events = await system.events(receipt.session_id)
+    assert state == "done", [(e["type"], e["data"][:300]) for e in events]
+    outputs = [json.loads(e["data"])["output"] for e in events if e["type"] == "tool_result"]
+    assert outputs[0].split()[0] == "release", outputs
+    assert "release notes" in outputs[1], outputs
+    # The session's changes are measured from the branch's tip: RELEASE.md was modified, not
+    # added as it would be against main.
+    complete = json.loads(next(e["data"] for e in events if e["type"] == "prompt_complete"))
+    assert [(f["path"], f["status"]) for f in complete["total"]["files"]] == [
+        ("RELEASE.md", "modified")
+    ]
+    workspace = system.workspace(receipt.session_id)
+    assert git("rev-parse", "refs/open-inspect/base", cwd=workspace).strip() == tip
+    asked = [r["body"]["model"] for r in system.llm.requests if r["path"] == "/v1/messages"]
+    assert asked and set(asked) == {"claude-test-x"}, asked
+    info = await system.engine.session(receipt.session_id)
+    assert (info.model, info.branch) == ("anthropic:claude-test-x", "release")
+
+
+async def test_a_branch_the_repository_lacks_fails_the_prompt_with_the_reason(
+    anthropic_system: System,
+) -> None:
+    system = anthropic_system
+    # More than the spawn breaker tolerates: a session's own mistake must not pause sandbox
+    # starts for everyone else.
+    for _ in range(system.engine.settings.spawn_breaker_failures):
+        receipt = await system.prompt("anything", thread(), branch="no-such-branch")
+        assert await system.finish(receipt.prompt_id, "failed", "done") == "failed"
+        reason = await system.runtime.pool.fetchval(
+            "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
+        )
+        assert reason == "The branch 'no-such-branch' does not exist in acme/calc.", reason
+    receipt, outputs = await run_bash(system, "git rev-parse --abbrev-ref HEAD")
+    assert await system.finish(receipt.prompt_id, "done", "failed") == "done"
+    assert outputs[0].split()[0] == "main", outputs

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from sandbox.git import TRUNCATION_MARKER, FileChange, Git, GitError
-from tests.gitserver import RECEIVE_PACK, UPLOAD_PACK, GitServer, git, make_repo
+from tests.gitserver import RECEIVE_PACK, UPLOAD_PACK, GitServer, add_branch, git, make_repo
 
 READ_TOKEN = "ghs_read_4f1c9a7e2b"
 WRITE_TOKEN = "ghs_write_8d3e6b0a5c"
@@ -181,6 +181,18 @@ async def test_clone_of_a_local_bare_repository_works(
     assert (workspace / ".git" / "objects" / "info" / "alternates").read_text().strip() == str(
         (bare / "objects").resolve()
     )
+
+
+async def test_clone_checks_out_the_given_branch_and_names_one_the_remote_lacks(
+    server: GitServer, tmp_path: Path, sandbox_env: dict[str, str]
+) -> None:
+    tip = add_branch(server.root / "project.git", "release", {"RELEASE.md": "notes\n"})
+    on_branch = Git(tmp_path / "on-branch", sandbox_env)
+    await on_branch.clone(server.url("project"), branch="release")
+    assert await on_branch.head() == tip
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=tmp_path / "on-branch").strip() == "release"
+    with pytest.raises(GitError, match="the branch 'nope' does not exist in the repository"):
+        await Git(tmp_path / "missing", sandbox_env).clone(server.url("project"), branch="nope")
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import pytest
 
 from core.store import sandboxes as sandbox_store
 from tests.engine_helpers import until
+from tests.gitserver import add_branch
 from tests.sandbox_fixtures import System, bash_script, start_system
 
 
@@ -76,6 +77,28 @@ async def test_two_sessions_claiming_at_once_get_different_sandboxes(
             "SELECT id, session_id FROM sandboxes WHERE id = ANY($1::text[])", list(warm_ids)
         )
         assert {r["session_id"] for r in rows} == {first.session_id, second.session_id}
+
+
+async def test_a_warm_sandbox_takes_the_sessions_model_and_branch_when_claimed(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with start_system(database_url, tmp_path, warm_pool=1) as system:
+        await pool_ready(system, 1)
+        # Made after the sandbox started: it learns of the branch only from its binding.
+        tip = add_branch(system.repo, "release", {"RELEASE.md": "release notes\n"})
+        system.llm.script = bash_script(
+            "git rev-parse --abbrev-ref HEAD; git rev-parse refs/open-inspect/base; cat RELEASE.md"
+        )
+        receipt = await system.prompt(
+            "where am I", thread(), model="anthropic:claude-test-x", branch="release"
+        )
+        assert await system.finish(receipt.prompt_id, "done", "failed") == "done"
+        events = await system.events(receipt.session_id)
+        assert started(events) == [{"warm": True}]
+        [output] = [json.loads(e["data"])["output"] for e in events if e["type"] == "tool_result"]
+        assert output.split()[:3] == ["release", tip, "release"], output
+        asked = [r["body"]["model"] for r in system.llm.requests if r["path"] == "/v1/messages"]
+        assert asked and set(asked) == {"claude-test-x"}, asked
 
 
 async def test_a_warm_sandbox_is_claimed_once_and_its_pool_token_dies_with_the_claim(

@@ -15,10 +15,10 @@ import asyncpg
 
 from core.broker import Broker, Lease
 from core.config import Settings
-from core.errors import AgentFailed, Fenced, SandboxFailed
+from core.errors import AgentFailed, Fenced, SandboxFailed, SandboxRefused
 from core.eventlog import EventLog
 from core.models import Prompt
-from core.sandboxes import PromptRequest, Sandbox, SandboxProvider
+from core.sandboxes import PromptRequest, Sandbox, SandboxProvider, SessionOptions
 from core.sandboxes.breaker import SpawnBreaker
 from core.store import prompts as prompt_store
 from core.store import sessions as session_store
@@ -372,10 +372,12 @@ class SessionActor:
             info = await session_store.get(self._ctx.pool, self.session_id)
             sandbox = None
             try:
-                sandbox = await self._ctx.provider.create(self.session_id, info.repository)
+                options = SessionOptions(model=info.model, branch=info.branch)
+                sandbox = await self._ctx.provider.create(self.session_id, info.repository, options)
                 await sandbox.wait_ready()
             except SandboxFailed as exc:
-                self._ctx.breaker.failed(str(exc))
+                if not isinstance(exc, SandboxRefused):  # one session's mistake: not an outage
+                    self._ctx.breaker.failed(str(exc))
                 if sandbox is not None:
                     with contextlib.suppress(Exception):
                         await sandbox.close()

@@ -56,8 +56,22 @@ class Sandbox(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SessionOptions:
+    """What a session chose when it was created (`SessionInfo`); None keeps the deployment's
+    default: the configured model, the repository's default branch."""
+
+    model: str | None = None  # anthropic:<model> or openai:<model>
+    branch: str | None = None  # checked out in a new workspace; must exist on the remote
+
+
 class SandboxProvider(Protocol):
-    async def create(self, session_id: str, repository: str | None) -> Sandbox: ...
+    async def create(
+        self, session_id: str, repository: str | None, options: SessionOptions
+    ) -> Sandbox:
+        """A sandbox for the session. A new workspace is `repository` at `options.branch`;
+        one that does not exist fails with SandboxRefused."""
+        ...
 
     async def close(self) -> None:
         """Stop what the provider keeps running for later sessions (a warm pool)."""

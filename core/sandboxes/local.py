@@ -33,7 +33,7 @@ import asyncpg
 import core
 from core.broker import Broker
 from core.config import Settings
-from core.errors import AgentFailed, SandboxFailed
+from core.errors import AgentFailed, SandboxFailed, SandboxRefused
 from core.gitcreds import push_key
 from core.protocol import (
     AgentEventFrame,
@@ -50,7 +50,7 @@ from core.protocol import (
     Stop,
     Waiting,
 )
-from core.sandboxes import AgentEvent, PromptRequest
+from core.sandboxes import AgentEvent, PromptRequest, SessionOptions
 from core.sandboxes.channel import SandboxChannel
 from core.sandboxes.mirrors import Mirrors
 from core.store import sandboxes as sandbox_store
@@ -128,29 +128,41 @@ class LocalProvider:
                 "with full access to this machine. Install bubblewrap to isolate them."
             )
 
-    async def create(self, session_id: str, repository: str | None) -> LocalSandbox:
+    async def create(
+        self, session_id: str, repository: str | None, options: SessionOptions
+    ) -> LocalSandbox:
         url = self.settings.repository_urls.get(repository) if repository else None
         if repository and url is None:
-            raise SandboxFailed(
+            raise SandboxRefused(
                 f"The repository {repository} is not configured: add it to "
                 "OPEN_INSPECT_REPOSITORIES as owner/name=clone-url."
             )
+        # A resumed workspace has its history and just fetches; a new one borrows the
+        # mirror's objects instead of downloading them all.
+        reference = None
+        if repository and url and not (self.session_root(session_id) / "workspace/.git").exists():
+            reference = await self._mirror(repository, url, options.branch)
         if not self.session_root(session_id).exists():
-            sandbox = await self._claim_warm(session_id, repository, url)
+            sandbox = await self._claim_warm(session_id, url, reference, options)
             if sandbox is not None:
                 return sandbox
         sandbox_id, token = await sandbox_store.register(self._pool, session_id, self.name)
-        sandbox = LocalSandbox(self, session_id, sandbox_id, token, url)
+        sandbox = LocalSandbox(self, session_id, sandbox_id, token, url, options)
+        sandbox.reference = reference
         try:
-            # A resumed workspace has its history and just fetches; a new one borrows the
-            # mirror's objects instead of downloading them all.
-            if repository and url and not (sandbox.workspace / ".git").exists():
-                sandbox.reference = await self.mirrors.ensure(repository, url, os.environ)
             await sandbox.start()
         except BaseException:
             await sandbox.close()
             raise
         return sandbox
+
+    async def _mirror(self, repository: str, url: str, branch: str | None) -> Path:
+        """The repository's mirror, fresh; SandboxRefused when it lacks the session's branch,
+        which is cheaper to learn here than from a sandbox's failed clone."""
+        mirror = await self.mirrors.ensure(repository, url, os.environ)
+        if branch is not None and not await self.mirrors.has_branch(mirror, branch):
+            raise SandboxRefused(f"The branch {branch!r} does not exist in {repository}.")
+        return mirror
 
     def session_root(self, session_id: str) -> Path:
         return self.settings.data_dir / "sessions" / session_id
@@ -209,7 +221,7 @@ class LocalProvider:
         asyncio.get_running_loop().call_later(delay, self.start_pool)
 
     async def _claim_warm(
-        self, session_id: str, repository: str | None, url: str | None
+        self, session_id: str, url: str | None, reference: Path | None, options: SessionOptions
     ) -> LocalSandbox | None:
         """A warm sandbox bound to the session, or None when the pool has none to give."""
         origin = local_path(url) if url and self.bwrap else None
@@ -225,8 +237,7 @@ class LocalProvider:
                 await sandbox.close()
                 continue
             try:
-                reference = await self.mirrors.ensure(repository, url, os.environ) if url else None
-                await sandbox.bind(session_id, token, url, reference)
+                await sandbox.bind(session_id, token, url, reference, options)
             except BaseException:
                 await sandbox.close()
                 raise
@@ -251,6 +262,7 @@ class LocalSandbox:
         sandbox_id: str,
         token: str,
         repository_url: str | None,
+        options: SessionOptions | None = None,
     ) -> None:
         self.provider = provider
         self.session_id = session_id  # None while warm
@@ -265,6 +277,7 @@ class LocalSandbox:
         self.origins: set[Path] = set()  # local origin repositories it can reach (set by start)
         self._token = token
         self._repository_url = repository_url
+        self._options = options or SessionOptions()  # a warm one learns them when bound
         self.reference: Path | None = None
         self._channel = SandboxChannel(provider._broker, sandbox_id)
         self._proc: asyncio.subprocess.Process | None = None
@@ -287,12 +300,23 @@ class LocalSandbox:
         alive = self._proc is not None and self._proc.returncode is None and self._fatal is None
         return self._waiting and alive and self.session_id is None
 
+    @property
+    def model(self) -> str:
+        """The model the agent runs with: the session's own choice, else the setting."""
+        return self._options.model or self.provider.settings.model or ""
+
     async def bind(
-        self, session_id: str, token: str, repository_url: str | None, reference: Path | None
+        self,
+        session_id: str,
+        token: str,
+        repository_url: str | None,
+        reference: Path | None,
+        options: SessionOptions,
     ) -> None:
         """Give this warm sandbox to the session (its pool token is already void)."""
         self.session_id, self._token = session_id, token
         self._repository_url, self.reference = repository_url, reference
+        self._options = options
         self.provider.session_root(session_id).symlink_to(self.root.name)
         await self._channel.send(
             Bind(
@@ -300,6 +324,8 @@ class LocalSandbox:
                 token=token,
                 repository_url=strip_userinfo(repository_url) if repository_url else None,
                 reference=str(reference) if reference else None,
+                model=self.model,
+                branch=options.branch,
             )
         )
 
@@ -343,7 +369,7 @@ class LocalSandbox:
                 if via_socket
                 else core_url.replace("http", "ws", 1) + "/bridge"
             ),
-            "OPEN_INSPECT_MODEL": settings.model or "",
+            "OPEN_INSPECT_MODEL": self.model,
             "OPEN_INSPECT_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
             "SETUP_TIMEOUT_SECONDS": str(settings.setup_timeout_seconds),
             "PYTHONUNBUFFERED": "1",
@@ -353,6 +379,8 @@ class LocalSandbox:
             env["OPEN_INSPECT_CORE_SOCKET"] = SOCKET_INSIDE
         if self._repository_url:
             env["OPEN_INSPECT_REPOSITORY_URL"] = strip_userinfo(self._repository_url)
+        if self._options.branch:
+            env["OPEN_INSPECT_BRANCH"] = self._options.branch
         if self.reference is not None:
             env["OPEN_INSPECT_REFERENCE"] = str(self.reference)
         return env

@@ -97,6 +97,11 @@ class Mirrors:
                 await self._fetch(mirror, git_env, secrets)
         return mirror
 
+    async def has_branch(self, mirror: Path, branch: str) -> bool:
+        """Whether the mirror (as of its last `ensure`) has `branch`."""
+        ref = ["rev-parse", "--verify", "--quiet", "--end-of-options", f"refs/heads/{branch}"]
+        return bool((await self._git(ref, mirror, _git_env(os.environ, None), check=False)).strip())
+
     async def _create(
         self, mirror: Path, url: str, env: dict[str, str], secrets: list[str]
     ) -> None:

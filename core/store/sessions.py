@@ -17,10 +17,16 @@ def new_session_id() -> str:
 
 
 async def find_or_create(
-    conn: asyncpg.Connection, thread_key: str, repository: str | None, author: Author
+    conn: asyncpg.Connection,
+    thread_key: str,
+    repository: str | None,
+    author: Author,
+    model: str | None = None,
+    branch: str | None = None,
 ) -> tuple[str, bool]:
-    """The session of `thread_key`, created on first use. Call inside a transaction; the
-    advisory lock makes two first messages of one thread agree on one session."""
+    """The session of `thread_key`, created on first use with `repository`, `model` and
+    `branch` (an existing session keeps its own). Call inside a transaction; the advisory lock
+    makes two first messages of one thread agree on one session."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", thread_key)
     existing = await conn.fetchval(
         "SELECT session_id FROM threads WHERE thread_key = $1", thread_key
@@ -29,10 +35,13 @@ async def find_or_create(
         return existing, False
     session_id = new_session_id()
     await conn.execute(
-        "INSERT INTO sessions (id, repository, created_by) VALUES ($1, $2, $3)",
+        """INSERT INTO sessions (id, repository, created_by, model, branch)
+           VALUES ($1, $2, $3, $4, $5)""",
         session_id,
         repository,
         author.id,
+        model,
+        branch,
     )
     await conn.execute(
         "INSERT INTO threads (thread_key, session_id) VALUES ($1, $2)", thread_key, session_id
@@ -119,6 +128,8 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> Sessi
         output_tokens=row["output_tokens"],
         cost_usd=row["cost_usd"],
         link_generation=row["link_generation"],
+        model=row["model"],
+        branch=row["branch"],
     )
 
 
