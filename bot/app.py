@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import commands, repositories, unfurls
+from bot import commands, home, repositories, unfurls
 from bot.budget import Budget
 from bot.errors import slack_error
 from bot.people import People, Person
@@ -126,6 +126,7 @@ class SlackBot:
         self.app.options(cards.PICK_ACTION)(self._on_suggest)
         self.app.action("view_session")(_acknowledge)
         self.app.action("view_pr")(_acknowledge)
+        home.register(self.app, self)
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         await self._ingest(body["team_id"], event)
@@ -164,7 +165,8 @@ class SlackBot:
             return
         repository = None
         if session_id is None:
-            repository = await repositories.resolve(self.engine, text, channel)
+            mine = await self.engine.defaults_of(person.author(team).id)
+            repository = await repositories.resolve(self.engine, text, channel, mine.repository)
             if repository is None:
                 await self._ask_repository(thread, person, ts, text)
                 return
@@ -181,6 +183,10 @@ class SlackBot:
         session_id: str | None,
     ) -> None:
         after = 0 if session_id is None else (await self.engine.session(session_id)).last_seq
+        model = branch = None
+        if session_id is None:  # a new session starts with its author's model and branch
+            mine = await self.engine.defaults_of(person.author(thread.team).id)
+            model, branch = mine.model, mine.branch
         try:
             receipt = await self.engine.submit_prompt(
                 f"slack:{thread.team}:{thread.channel}:{ts}",
@@ -188,6 +194,8 @@ class SlackBot:
                 person.author(thread.team),
                 text,
                 repository=repository,
+                model=model,
+                branch=branch,
             )
         except OpenInspectError as exc:  # bad input: said in the thread, nothing stored
             self._spawn(

@@ -1,5 +1,5 @@
-"""Which repository a request is about: named in it, the channel's default, the only one there
-is, a keyword rule; otherwise nobody can tell, and the bot asks."""
+"""Which repository a request is about: named in it, the person's default, the channel's
+default, the only one there is, a keyword rule; otherwise nobody can tell, and the bot asks."""
 
 from __future__ import annotations
 
@@ -43,10 +43,16 @@ def by_keyword(text: str, rules: list[Any], known: list[str]) -> str | None:
     return None
 
 
-async def resolve(engine: Engine, text: str, channel: str) -> str | None:
+async def resolve(
+    engine: Engine, text: str, channel: str, person_default: str | None = None
+) -> str | None:
+    """`person_default` is the asking person's own default. It comes before the channel's:
+    what someone chose for themselves says more about what they mean than where they ask."""
     known = sorted(engine.settings.repository_urls)
     if (named := named_in(text, known)) is not None:
         return named
+    if person_default in known:
+        return person_default
     default = await engine.setting(channel_default_key(channel))
     if default in known:
         return default

@@ -23,13 +23,22 @@ from core import classifier
 from core.actors.session import ActorContext, SessionActor, lease_name
 from core.broker import Broker, Subscription, SubscriptionLost
 from core.config import Settings, check_model
-from core.errors import BadInput, ConfigError, NotFound
+from core.errors import BadFields, BadInput, ConfigError, NotFound
 from core.eventlog import follow
 from core.links import LinkRefused, LinkSigner
-from core.models import Author, Event, Prompt, SessionInfo, Submitted
+from core.models import (
+    Author,
+    Defaults,
+    Event,
+    PersonSessions,
+    Prompt,
+    SessionInfo,
+    Submitted,
+)
 from core.proxy import ModelProxy
 from core.sandboxes import SandboxProvider
 from core.sandboxes.breaker import SpawnBreaker
+from core.store import defaults as defaults_store
 from core.store import events as event_store
 from core.store import pending as pending_store
 from core.store import prompts as prompt_store
@@ -512,3 +521,66 @@ class Engine:
             settings.repository_urls,
             text,
         )
+
+    # ----- a person's sessions and defaults ---------------------------------------------------
+
+    async def sessions_of(self, person_id: str, limit: int) -> PersonSessions:
+        """The sessions a person (`slack:<team>:<user>`) takes part in: at most `limit` with a
+        running or queued prompt, then at most `limit` others, each the most recently active
+        first; with the person's totals."""
+        _check_key("person id", person_id)
+        if limit < 1:
+            raise BadInput(f"Ask for at least one session, not {limit}.")
+        return await session_store.of_person(self._pool, person_id, limit)
+
+    async def defaults_of(self, person_id: str) -> Defaults:
+        """What the person's next sessions start with when their request says nothing else."""
+        _check_key("person id", person_id)
+        return await defaults_store.get(self._pool, person_id)
+
+    async def set_defaults(
+        self,
+        person_id: str,
+        repository: str | None,
+        model: str | None,
+        branch: str | None,
+    ) -> Defaults:
+        """Set what the person's next sessions start with; None or blank is the deployment's
+        default. Every value is checked first, by the rules a prompt's own choice meets: on
+        BadFields (naming each wrong field) nothing is stored."""
+        _check_key("person id", person_id)
+        repository, model, branch = (_blank_is_none(v) for v in (repository, model, branch))
+        problems: dict[str, str] = {}
+        if repository is not None:
+            known = {name.lower(): name for name in self.settings.repository_urls}
+            if repository.lower() in known:
+                repository = known[repository.lower()]  # as configured, whatever the case
+            else:
+                problems["repository"] = (
+                    f"{repository!r} is not one of this deployment's repositories "
+                    "(OPEN_INSPECT_REPOSITORIES)."
+                )
+        for field, value, check in (
+            ("model", model, _check_model),
+            ("branch", branch, _check_branch),
+        ):
+            if value is not None:
+                try:
+                    check(value)
+                except BadInput as exc:
+                    problems[field] = str(exc)
+        if problems:
+            raise BadFields(problems)
+        defaults = Defaults(repository, model, branch)
+        await defaults_store.put(self._pool, person_id, defaults)
+        log.info("defaults of %s set: %s", person_id, defaults)
+        return defaults
+
+    async def github_login_of(self, person_id: str) -> str | None:
+        """The GitHub account the person linked, if any."""
+        _check_key("person id", person_id)
+        return await session_store.github_login(self._pool, person_id)
+
+
+def _blank_is_none(value: str | None) -> str | None:
+    return (value or "").strip() or None

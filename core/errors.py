@@ -14,6 +14,15 @@ class BadInput(OpenInspectError):
     """A request was malformed: nothing was written."""
 
 
+class BadFields(BadInput):
+    """Fields of a form were wrong (`problems`: field → what is wrong with it), so that an edge
+    can show each message next to its field. Nothing was written."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        super().__init__(" ".join(problems.values()))
+        self.problems = problems
+
+
 class NotFound(OpenInspectError):
     """The thing asked for does not exist."""
 

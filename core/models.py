@@ -105,3 +105,36 @@ class Submitted:
     prompt_id: int
     created: bool
     queue_position: int
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a person's new sessions start with when their request says nothing else; None
+    means the deployment's default."""
+
+    repository: str | None = None
+    model: str | None = None
+    branch: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """One line of a person's list of sessions."""
+
+    id: str
+    repository: str | None
+    state: str
+    thread_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    work: str | None = None  # "running" or "queued" while a prompt is, else None
+
+
+@dataclass(frozen=True)
+class PersonSessions:
+    """The start of a person's list of sessions (the most recently active working ones, then
+    the most recently active others), how many they have in all and how many are working."""
+
+    sessions: list[SessionSummary]
+    total: int
+    working: int

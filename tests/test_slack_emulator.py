@@ -742,6 +742,62 @@ async def test_reactions_home_tab_and_shared_links_reach_the_app(slack: SlackEmu
     assert slack.unfurls[0]["unfurls"] == {"https://oi.example/s/abc": {"text": "A session"}}
 
 
+async def test_a_home_button_opens_a_modal_whose_inputs_submit_what_they_show(
+    slack: SlackEmulator,
+) -> None:
+    clicks: list[dict[str, Any]] = []
+    submitted: list[dict[str, Any]] = []
+    pick = {
+        "type": "static_select",
+        "action_id": "pick",
+        "options": [{"text": {"type": "plain_text", "text": n}, "value": n} for n in "ab"],
+    }
+    form = {**MODAL, "blocks": [
+        {"type": "input", "block_id": "choice", "label": {"type": "plain_text", "text": "Pick"},
+         "element": {**pick, "initial_option": pick["options"][0]}},
+        {"type": "input", "block_id": "note", "label": {"type": "plain_text", "text": "Note"},
+         "element": {"type": "plain_text_input", "action_id": "text", "initial_value": "hi"}},
+        {"type": "input", "block_id": "more", "label": {"type": "plain_text", "text": "More"},
+         "element": {"type": "plain_text_input", "action_id": "text"}, "optional": True},
+    ]}  # fmt: skip
+    async with bolt(slack) as app:
+
+        @app.action("edit")
+        async def on_edit(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+            await ack()
+            clicks.append(body)
+            await client.views_open(trigger_id=body["trigger_id"], view=form)
+
+        @app.view("approve_form")
+        async def on_submit(ack: Any, view: dict[str, Any]) -> None:
+            await ack()
+            submitted.append(view["state"]["values"])
+
+        edit = {
+            "type": "button",
+            "action_id": "edit",
+            "text": {"type": "plain_text", "text": "Edit"},
+        }
+        home = {"type": "home", "blocks": [{**section("Settings"), "accessory": edit}]}
+        view_id = (await app.client.views_publish(user_id=ALICE, view=home))["view"]["id"]
+        await slack.click_view(ALICE, view_id, "edit")
+        await until(lambda: slack.modals, what="the modal the Home button opened")
+        (modal_id,) = slack.modals
+        with pytest.raises(ValueError):  # a person can only pick what the menu offers
+            await slack.submit_view(ALICE, modal_id, {"choice": {"pick": "z"}})
+        await slack.submit_view(ALICE, modal_id, {"choice": {"pick": "b"}})
+        await until(lambda: submitted, what="the submission")
+    click = clicks[0]
+    assert click["container"] == {"type": "view", "view_id": view_id}
+    assert click["view"]["id"] == view_id and "channel" not in click and "message" not in click
+    assert click["actions"][0]["action_id"] == "edit" and "response_url" not in click
+    assert submitted[0] == {
+        "choice": {"pick": {"type": "static_select", "selected_option": pick["options"][1]}},
+        "note": {"text": {"type": "plain_text_input", "value": "hi"}},  # as it was shown
+        "more": {"text": {"type": "plain_text_input", "value": None}},  # Slack's null
+    }
+
+
 # ----- driving it by hand -----------------------------------------------------------------
 
 

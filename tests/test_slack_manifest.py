@@ -28,8 +28,11 @@ METHOD_SCOPES = {
     "users.info": {"users:read", "users:read.email"},
     "conversations.replies": {"channels:history", "groups:history", "im:history", "mpim:history"},
     "chat.unfurl": {"links:write"},
+    "views.publish": set(),  # the Home tab
+    "views.open": set(),  # modals opened from it
 }
 EVENT_SCOPES = {
+    "app_home_opened": set(),
     "app_mention": {"app_mentions:read"},
     "link_shared": {"links:read"},
     "message.channels": {"channels:history"},

@@ -7,7 +7,7 @@ import secrets
 import asyncpg
 
 from core.errors import NotFound
-from core.models import Author, SessionInfo
+from core.models import Author, PersonSessions, SessionInfo, SessionSummary
 
 
 def new_session_id() -> str:
@@ -188,3 +188,60 @@ async def add_usage(
 
 async def spent(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> float:
     return await conn.fetchval("SELECT cost_usd FROM sessions WHERE id = $1", session_id) or 0.0
+
+
+async def of_person(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: str, limit: int
+) -> PersonSessions:
+    """The sessions `user_id` takes part in: the `limit` most recently active of those with a
+    running or queued prompt, then the `limit` most recently active of the others, with the
+    person's totals. One statement whatever their history: the rows stop at the limits, and
+    the person's sessions are reached through the index of their participations."""
+    rows = await conn.fetch(
+        """WITH mine AS (
+               SELECT s.id, s.repository, s.state, s.created_at, s.updated_at, w.work
+               FROM participants pa
+               JOIN sessions s ON s.id = pa.session_id
+               LEFT JOIN LATERAL (
+                   SELECT CASE WHEN bool_or(p.state = 'running') THEN 'running'
+                               ELSE 'queued' END AS work
+                   FROM prompts p
+                   WHERE p.session_id = s.id AND p.state IN ('queued', 'running')
+                   HAVING count(*) > 0
+               ) w ON true
+               WHERE pa.user_id = $1
+           ), shown AS (
+               (SELECT * FROM mine WHERE work IS NOT NULL
+                ORDER BY updated_at DESC, id LIMIT $2)
+               UNION ALL
+               (SELECT * FROM mine WHERE work IS NULL ORDER BY updated_at DESC, id LIMIT $2)
+           )
+           SELECT shown.*,
+                  (SELECT min(t.thread_key) FROM threads t WHERE t.session_id = shown.id)
+                      AS thread_key,
+                  (SELECT count(*) FROM mine) AS total,
+                  (SELECT count(*) FROM mine WHERE work IS NOT NULL) AS working
+           FROM shown
+           ORDER BY work IS NULL, updated_at DESC, id""",
+        user_id,
+        limit,
+    )
+    sessions = [
+        SessionSummary(
+            id=r["id"],
+            repository=r["repository"],
+            state=r["state"],
+            thread_key=r["thread_key"],
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+            work=r["work"],
+        )
+        for r in rows
+    ]
+    if not rows:  # no row to carry the totals: the person has no session at all
+        return PersonSessions(sessions, 0, 0)
+    return PersonSessions(sessions, rows[0]["total"], rows[0]["working"])
+
+
+async def github_login(conn: asyncpg.Connection | asyncpg.Pool, user_id: str) -> str | None:
+    return await conn.fetchval("SELECT github_login FROM users WHERE id = $1", user_id)

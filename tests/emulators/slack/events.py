@@ -244,27 +244,76 @@ class Events:
         )
         return payload
 
+    def view_block_actions(
+        self, user: User, view: dict[str, Any], action: dict[str, Any], trigger_id: str
+    ) -> dict[str, Any]:
+        """A click in a view (a Home tab, a modal): no channel, no message, no response_url."""
+        block_id, _ = element_of(view, action["action_id"])
+        payload = self._interaction("block_actions", user)
+        payload.update(
+            trigger_id=trigger_id,
+            container={"type": "view", "view_id": view["id"]},
+            view=view,
+            actions=[{**action, "block_id": block_id, "action_ts": f"{time.time():.6f}"}],
+        )
+        return payload
+
     def view_submission(
         self, user: User, view: dict[str, Any], values: dict[str, Any], trigger_id: str
     ) -> dict[str, Any]:
         payload = self._interaction("view_submission", user)
-        submitted = {**view, "state": {"values": state_values(values)}}
+        submitted = {**view, "state": {"values": state_values(values, view.get("blocks") or [])}}
         payload.update(trigger_id=trigger_id, view=submitted, response_urls=[])
         return payload
 
 
-def state_values(values: dict[str, Any]) -> dict[str, Any]:
-    """`view.state.values` from {block_id: {action_id: value}}: a plain string becomes a
-    plain_text_input's value; a dict is taken as the element's state as it is."""
-    return {
-        block_id: {
-            action_id: value
-            if isinstance(value, dict)
-            else {"type": "plain_text_input", "value": value}
-            for action_id, value in actions.items()
-        }
-        for block_id, actions in values.items()
+_SELECTS = ("static_select", "external_select")
+
+
+def state_values(values: dict[str, Any], blocks: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """`view.state.values` as Slack sends it: every input block of the view with what its
+    element shows (its initial value or option, else null), unless the person entered
+    something. `values`: {block_id: {action_id: value}}; a string is typed into a text input,
+    or picks the option with that value in a select (static: one of its options); a dict is
+    taken as the element's state as it is."""
+    inputs = {
+        block["block_id"]: block["element"]
+        for block in blocks
+        if block.get("type") == "input" and block.get("block_id") and block.get("element")
     }
+    state: dict[str, Any] = {
+        block_id: {element.get("action_id", ""): _shown(element)}
+        for block_id, element in inputs.items()
+    }
+    for block_id, actions in values.items():
+        element = inputs.get(block_id) or {}
+        for action_id, value in actions.items():
+            entered = value if isinstance(value, dict) else _entered(element, value)
+            state.setdefault(block_id, {})[action_id] = entered
+    return state
+
+
+def _shown(element: dict[str, Any]) -> dict[str, Any]:
+    kind = element.get("type")
+    if kind in _SELECTS:
+        return {"type": kind, "selected_option": element.get("initial_option")}
+    return {"type": kind, "value": element.get("initial_value")}
+
+
+def _entered(element: dict[str, Any], value: str) -> dict[str, Any]:
+    kind = element.get("type", "plain_text_input")
+    if kind not in _SELECTS:
+        return {"type": kind, "value": value or None}  # Slack sends null for an empty input
+    groups = element.get("option_groups") or []
+    options = element.get("options") or [o for g in groups for o in g.get("options", [])]
+    option = next((o for o in options if o.get("value") == value), None)
+    if option is None and kind == "static_select":
+        raise ValueError(f"the select {element.get('action_id')!r} has no option {value!r}")
+    return {"type": kind, "selected_option": option or {"text": _label(value), "value": value}}
+
+
+def _label(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text, "emoji": True}
 
 
 def _domain(url: str) -> str:

@@ -17,8 +17,9 @@ and `AsyncSocketModeHandler(app, emulator.app_token)`.
 - Socket Mode at `/link/` (see `socket_mode.py`): hello, envelopes, acks with payloads,
   redelivery of unacked events, disconnect, several connections sharing the envelopes.
 - People act through `post`, `mention`, `react`, `unreact`, `click`, `select`, `suggest`,
-  `submit_view`, `open_home` and `share_link`; the bot's own posts come back as `message`
-  events carrying its `user` and `bot_id`, as Slack sends them.
+  `click_view` (a button of a Home tab or modal), `submit_view`, `open_home` and
+  `share_link`; the bot's own posts come back as `message` events carrying its `user` and
+  `bot_id`, as Slack sends them.
 - `journal`: every Web API call, as a dict: `at` (epoch seconds), `method`, `args` (as sent,
   without the token), `via` ("json" | "form" | "query"), `status` (HTTP), `ok`, `error`
   (None when ok) and `response` (the JSON body answered). `transcript()`, `messages()` and
@@ -453,6 +454,27 @@ class SlackEmulator:
         }
         return self._block_action(user, channel, message_ts, action)
 
+    async def click_view(
+        self, user: str, view_id: str, action_id: str, value: str | None = None
+    ) -> Envelope:
+        """A person clicks a button of a view (their Home tab, or an open modal): block_actions
+        from a `view` container, with a trigger_id the app may open a modal with."""
+        view = next((v for v in self.home_views.values() if v["id"] == view_id), None)
+        view = view or self.modals.get(view_id)
+        if view is None:
+            raise SlackError("not_found", f"no Home tab or open modal {view_id}")
+        _, element = element_of(view, action_id)
+        if not element:
+            raise SlackError("not_found", f"view {view_id} has no element {action_id}")
+        action = {"type": element.get("type", "button"), "action_id": action_id}
+        action["text"] = element.get("text") or {"type": "plain_text", "text": action_id}
+        if (value := element.get("value") if value is None else value) is not None:
+            action["value"] = value
+        payload = self.events.view_block_actions(
+            self.workspace.user(user), view, action, self.new_trigger_id(user)
+        )
+        return self._deliver_interactive(payload)
+
     def _block_action(
         self, user: str, channel: str, message_ts: str, action: dict[str, Any]
     ) -> Envelope:
@@ -492,7 +514,8 @@ class SlackEmulator:
 
     async def submit_view(self, user: str, view_id: str, values: dict[str, Any]) -> Envelope:
         """A person submits an open modal. `values`: {block_id: {action_id: value}}, a string
-        value standing for a plain_text_input. The app's ack payload (`response_action`
+        typed into a text input or picking a select's option (see `events.state_values`);
+        other inputs keep what they showed. The app's ack payload (`response_action`
         errors/update/clear) lands in the envelope's `response` and is applied to the modal;
         a bare ack closes it."""
         if view_id not in self.modals:

@@ -1,0 +1,114 @@
+"""The App Home tab: a person's sessions, their defaults and their GitHub link, published when
+they open the tab and again when they change their defaults through its modal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+
+from bot.errors import slack_error
+from bot.people import Person
+from bot.render import home as render
+from core.errors import BadFields, ConfigError, OpenInspectError
+
+if TYPE_CHECKING:
+    from bot.app import SlackBot
+
+log = logging.getLogger(__name__)
+
+# The Home tab belongs to the person's DM with the app, which channel allow-lists never limit.
+_DM = "D"
+
+
+def register(app: AsyncApp, bot: SlackBot) -> None:
+    home = Home(bot)
+    app.event("app_home_opened")(home.on_opened)
+    app.action(render.EDIT_DEFAULTS_ACTION)(home.on_edit)
+    app.view(render.DEFAULTS_CALLBACK)(home.on_submit)
+
+
+class Home:
+    def __init__(self, bot: SlackBot) -> None:
+        self.bot = bot
+        self.engine = bot.engine
+
+    async def on_opened(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if event.get("tab") == "home":  # not the Messages tab
+            await self.publish(body["team_id"], event["user"])
+
+    async def on_edit(self, ack: Any, body: dict[str, Any]) -> None:
+        """Open the defaults modal, filled with the person's current ones."""
+        await ack()
+        team, person = body["team"]["id"], await self.bot.people.get(body["user"]["id"])
+        if self.bot.people.refusal(person, team, _DM) is not None:
+            return  # their Home says why and has no button; this is a stale one
+        settings = self.engine.settings
+        modal = render.defaults_modal(
+            await self.engine.defaults_of(person.author(team).id),
+            sorted(settings.repository_urls),
+            settings.model,
+        )
+        try:
+            # The trigger_id is good for 3 seconds from the click, so this cannot wait.
+            await self.bot.client.views_open(trigger_id=body["trigger_id"], view=modal)
+        except SlackApiError as exc:
+            log.warning("views.open for %s failed: %s", person.id, slack_error(exc))
+
+    async def on_submit(self, ack: Any, body: dict[str, Any]) -> None:
+        """Store the defaults the modal was submitted with, or show what is wrong next to the
+        field (nothing is stored then); the Home is published again after the ack."""
+        team, person = body["team"]["id"], await self.bot.people.get(body["user"]["id"])
+        if (refusal := self.bot.people.refusal(person, team, _DM)) is not None:
+            await ack(response_action="errors", errors={render.REPOSITORY: refusal})
+            return
+        entered = render.submitted_defaults(body["view"])
+        try:
+            await self.engine.set_defaults(
+                person.author(team).id, entered.repository, entered.model, entered.branch
+            )
+        except BadFields as exc:
+            await ack(response_action="errors", errors=exc.problems)
+            return
+        except OpenInspectError as exc:
+            await ack(response_action="errors", errors={render.REPOSITORY: str(exc)})
+            return
+        await ack()
+        self.bot._spawn(self.publish(team, person.id), f"Home of {person.id}")
+
+    async def publish(self, team: str, user: str) -> None:
+        """Publish the person's Home as it is now."""
+        person = await self.bot.people.get(user)
+        if (refusal := self.bot.people.refusal(person, team, _DM)) is not None:
+            view = render.refused(refusal)
+        else:
+            view = await self._home(team, person)
+        try:
+            await self.bot.client.views_publish(user_id=user, view=view)
+        except SlackApiError as exc:
+            log.warning("views.publish for %s failed: %s", user, slack_error(exc))
+
+    async def _home(self, team: str, person: Person) -> dict[str, Any]:
+        person_id = person.author(team).id
+        found = await self.engine.sessions_of(person_id, render.SESSIONS_ASKED)
+        active, recent = render.shown(found)
+        return render.home(
+            found,
+            await self._links([s.id for s in active + recent]),
+            await self.engine.defaults_of(person_id),
+            self.engine.settings.model,
+            await self.engine.github_login_of(person_id),
+            self.bot.bot_user_id,
+        )
+
+    async def _links(self, session_ids: list[str]) -> dict[str, str]:
+        """Page links for the sessions shown (a bounded few): none when links cannot be made."""
+        try:
+            made = await asyncio.gather(*(self.engine.page_link(sid) for sid in session_ids))
+        except ConfigError as exc:
+            log.info("Home without session links: %s", exc)
+            return {}
+        return dict(zip(session_ids, made, strict=True))
