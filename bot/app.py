@@ -10,7 +10,9 @@ doubles or loses a prompt. Everything slower (reactions, replies, pushes) runs a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import uuid
 from collections.abc import Coroutine
 from typing import Any
 
@@ -22,12 +24,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands, home, repositories, unfurls
 from bot.budget import Budget
+from bot.conversation import Thread
 from bot.errors import slack_error
+from bot.outbox import Outbox
 from bot.people import People, Person
 from bot.render import cards
 from bot.render.mrkdwn import escape, mentioned_users, plain
-from bot.threads import Thread, ThreadRenderer
-from core.broker import Broker
+from bot.threads import ThreadRenderer
+from core.broker import Broker, Lease
 from core.engine import Engine
 from core.errors import OpenInspectError
 
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 
 _CONTEXT_MESSAGES = 30
 _CONTEXT_BYTES = 8 * 1024
+_CATCH_UP_SECONDS = 24 * 3600  # prompts that ended longer ago than this are not told any more
 
 
 class SlackBot:
@@ -50,6 +55,7 @@ class SlackBot:
         self.handler = AsyncSocketModeHandler(self.app, settings.slack_app_token)
         self.people = People(self.client, broker, settings)
         self.budget = Budget(broker, settings)
+        self.outbox = Outbox(self.client, engine, self.budget)
         self.bot_user_id = ""
         self.team = ""
         self._renderers: dict[str, ThreadRenderer] = {}
@@ -62,12 +68,8 @@ class SlackBot:
         auth = await self.client.auth_test()
         self.bot_user_id, self.team = auth["user_id"], auth["team_id"]
         await self.handler.connect_async()
-        # Sessions still working when this process last stopped: follow them again.
-        for session_id, key in await self.engine.threads_with_work("slack:"):
-            if (thread := Thread.parse(key)) is not None:
-                after = (await self.engine.session(session_id)).last_seq
-                renderer = self._follow(session_id, thread, after)
-                renderer.seed(await self.engine.active_prompts(session_id))
+        self._spawn(self.outbox.run(), "outbox")
+        self._spawn(self._look_after_threads(), "thread scan")
         log.info("Slack bot connected as %s in team %s", self.bot_user_id, self.team)
 
     async def drain(self, timeout: float) -> None:
@@ -78,6 +80,7 @@ class SlackBot:
             await asyncio.wait(settled, timeout=timeout)
             for waiting in settled:
                 waiting.cancel()
+        await self.outbox.send_due()
 
     async def close(self) -> None:
         await self.handler.close_async()
@@ -96,20 +99,100 @@ class SlackBot:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _follow(self, session_id: str, thread: Thread, after_seq: int) -> ThreadRenderer:
-        """The renderer of a session's thread, started from `after_seq` if none runs."""
-        renderer = self._renderers.get(session_id)
-        if renderer is None:
-            renderer = ThreadRenderer(
-                self.client, self.engine, self.budget, session_id, thread, self._forget
+    # ----- which replica tells which thread --------------------------------------------------
+
+    async def _look_after_threads(self) -> None:
+        """Now and every scan: follow threads with work that nobody tells (their replica died,
+        or this process restarted), and tell the end of prompts that ended unseen."""
+        while True:
+            try:
+                for session_id, key in await self.engine.threads_with_work("slack:"):
+                    if session_id not in self._renderers and (thread := Thread.parse(key)):
+                        await self._follow(session_id, thread, None)
+                await self._catch_up()
+            except Exception:  # noqa: BLE001 - the database or Slack is away: next scan
+                log.exception("Slack: thread scan failed")
+            await asyncio.sleep(self.engine.settings.slack_scan_seconds)
+
+    async def _catch_up(self) -> None:
+        """Prompts that ended while no renderer followed their thread get their final reaction,
+        status and report now (the report once, through the outbox)."""
+        settled = 2 * self.engine.settings.slack_scan_seconds
+        ended = await self.engine.unreported_prompts(
+            "slack:", "report:", ("done", "failed", "interrupted"), settled, _CATCH_UP_SECONDS
+        )
+        for prompt in ended:
+            thread = Thread.parse(await self.engine.thread_of(prompt.session_id) or "")
+            if thread is None:
+                continue
+            log.info(
+                "session %s: telling prompt %s, which ended unseen", prompt.session_id, prompt.id
             )
-            self._renderers[session_id] = renderer
-            self._spawn(renderer.run(after_seq), f"session {session_id}: thread updates")
+            renderer = self._renderer(prompt.session_id, thread)
+            await renderer.prepare([prompt])
+            await renderer.finish(prompt)
+
+    def _renderer(self, session_id: str, thread: Thread) -> ThreadRenderer:
+        return ThreadRenderer(
+            self.client,
+            self.engine,
+            self.budget,
+            self.outbox,
+            session_id,
+            thread,
+            self.bot_user_id,
+        )
+
+    async def _follow(
+        self, session_id: str, thread: Thread, after_seq: int | None
+    ) -> ThreadRenderer | None:
+        """The renderer of a session's thread, started if this replica may tell it (it holds
+        the thread's lease): from `after_seq`, or when None, taken over where it stands."""
+        if (renderer := self._renderers.get(session_id)) is not None:
+            return renderer
+        holder = f"{self.engine.replica}:{uuid.uuid4().hex[:8]}"
+        ttl = self.engine.settings.lease_ttl_seconds
+        lease = await self.broker.acquire_lease(f"slack-thread:{session_id}", holder, ttl)
+        if lease is None:
+            return self._renderers.get(session_id)  # another renderer tells it
+        renderer = self._renderer(session_id, thread)
+        self._renderers[session_id] = renderer
+        self._spawn(self._tell(renderer, lease, after_seq), f"session {session_id}: thread")
         return renderer
 
-    def _forget(self, renderer: ThreadRenderer) -> None:
-        if self._renderers.get(renderer.session_id) is renderer:
-            del self._renderers[renderer.session_id]
+    async def _tell(self, renderer: ThreadRenderer, lease: Lease, after_seq: int | None) -> None:
+        session_id = renderer.session_id
+        keeper = asyncio.create_task(self._keep(lease, asyncio.current_task()))
+        try:
+            if after_seq is None:
+                # The seq first, then the prompts: a prompt queued in between is in both.
+                after_seq = (await self.engine.session(session_id)).last_seq
+                await renderer.prepare(await self.engine.active_prompts(session_id))
+            await renderer.run(after_seq)
+        finally:
+            keeper.cancel()
+            if self._renderers.get(session_id) is renderer:
+                del self._renderers[session_id]
+            with contextlib.suppress(Exception):
+                await self.broker.release_lease(lease)
+        # A prompt may have come after the renderer decided it was done: follow it too.
+        if await self.engine.active_prompts(session_id):
+            await self._follow(session_id, renderer.thread, renderer.last_seq)
+
+    async def _keep(self, lease: Lease, teller: asyncio.Task[Any] | None) -> None:
+        """Renew the thread's lease; when it is lost, another replica tells the thread."""
+        ttl = self.engine.settings.lease_ttl_seconds
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                held = await self.broker.renew_lease(lease, ttl)
+            except Exception:  # noqa: BLE001 - a broker hiccup is retried until the lease lapses
+                log.exception("%s: lease renewal failed", lease.name)
+                continue
+            if not held and teller is not None:
+                log.warning("%s: lease lost; another replica tells the thread", lease.name)
+                teller.cancel()
+                return
 
     # ----- listeners -------------------------------------------------------------------------
 
@@ -203,9 +286,9 @@ class SlackBot:
             )
             return
         if receipt.created:
-            renderer = self._follow(receipt.session_id, thread, after)
-            renderer.expect()
-            self._spawn(renderer.acknowledge(ts), "eyes")
+            renderer = await self._follow(receipt.session_id, thread, after)
+            if renderer is not None:  # else the replica telling the thread puts the 👀
+                self._spawn(renderer.acknowledge(ts), "eyes")
 
     async def _on_reaction_added(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         await self._reaction(body["team_id"], event, added=True)

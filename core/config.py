@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     slack_reactions_per_minute: float = Field(
         50.0, gt=0, validation_alias=_ours("SLACK_REACTIONS_PER_MINUTE")
     )
+    slack_removals_per_minute: float = Field(
+        20.0, gt=0, validation_alias=_ours("SLACK_REMOVALS_PER_MINUTE")
+    )
+    slack_scan_seconds: float = Field(5.0, gt=0, validation_alias=_ours("SLACK_SCAN_SECONDS"))
+    slack_outbox_claim_seconds: float = Field(
+        30.0, gt=0, validation_alias=_ours("SLACK_OUTBOX_CLAIM_SECONDS")
+    )
     slack_posts_per_minute: float = Field(
         60.0, gt=0, validation_alias=_ours("SLACK_POSTS_PER_MINUTE")
     )

@@ -40,11 +40,13 @@ from core.sandboxes import SandboxProvider
 from core.sandboxes.breaker import SpawnBreaker
 from core.store import defaults as defaults_store
 from core.store import events as event_store
+from core.store import outbox as outbox_store
 from core.store import pending as pending_store
 from core.store import prompts as prompt_store
 from core.store import sandboxes as sandbox_store
 from core.store import sessions as session_store
 from core.store import settings as settings_store
+from core.store.outbox import Letter
 from core.viewers import Viewer, keep_present, watchers
 
 log = logging.getLogger(__name__)
@@ -341,6 +343,46 @@ class Engine:
         """The held request, once: a second taker (a double click, another replica) gets
         None."""
         return await pending_store.take(self._pool, key)
+
+    # ----- messages that must reach people exactly once --------------------------------------
+
+    async def outbox_put(
+        self, key: str, destination: str, session_id: str | None, body: dict[str, Any]
+    ) -> bool:
+        """Keep a message for `destination` (e.g. a thread key) until it is sent; False when
+        `key` is there already (whoever wrote it first decided its content)."""
+        _check_key("outbox key", key)
+        return await outbox_store.put(self._pool, key, destination, session_id, body)
+
+    async def outbox_claim(self, prefix: str, seconds: float, limit: int = 20) -> list[Letter]:
+        """Unsent messages for destinations starting with `prefix`, held by this replica for
+        `seconds`; a holder that dies lets them go when that time is up."""
+        return await outbox_store.claim(self._pool, prefix, self.replica, seconds, limit)
+
+    async def outbox_sent(self, key: str, ref: str | None) -> None:
+        await outbox_store.sent(self._pool, key, ref)
+
+    async def outbox_retry_later(self, key: str, seconds: float) -> None:
+        await outbox_store.retry_later(self._pool, key, seconds)
+
+    async def unreported_prompts(
+        self,
+        source_prefix: str,
+        key_prefix: str,
+        states: tuple[str, ...],
+        settled: float,
+        within: float,
+    ) -> list[Prompt]:
+        """Prompts from `source_prefix` that ended in `states` (`settled`..`within` seconds
+        ago) with no outbox message `<key_prefix><id>`: their report was never written."""
+        return await outbox_store.unreported(
+            self._pool, source_prefix, key_prefix, states, settled, within
+        )
+
+    async def prompt_events(
+        self, session_id: str, prompt_id: int, types: tuple[str, ...]
+    ) -> list[Event]:
+        return await event_store.of_prompt(self._pool, session_id, prompt_id, types)
 
     # ----- settings changed at run time ------------------------------------------------------
 

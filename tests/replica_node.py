@@ -1,5 +1,6 @@
 """One engine replica as its own process, for the several-replica tests: the real runtime on a
-shared PostgreSQL + Redis with the scripted sandbox provider, driven through stdin.
+shared PostgreSQL + Redis with the scripted sandbox provider, driven through stdin, and the
+Slack bot when both Slack tokens are set.
 
 Each stdin line is a JSON command; each answer is one JSON line on stdout:
   {"op": "submit", "source_key": ..., "thread_key": ..., "author": [id, name], "text": ...}
@@ -16,6 +17,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from bot.app import SlackBot
 from core import runtime
 from core.config import Settings
 from core.datadir import DataDir
@@ -56,6 +58,10 @@ async def serve(name: str) -> None:
         settings, DataDir(Path(settings.data_dir)), provider, serve_http=False
     )
     engine = running.engine
+    bot = None
+    if settings.slack_bot_token and settings.slack_app_token:
+        bot = SlackBot(engine, running.broker)  # as `open-inspect up` starts it
+        await bot.start()
     print(json.dumps({"ready": engine.replica}), flush=True)
     reader = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
@@ -82,6 +88,8 @@ async def serve(name: str) -> None:
             print(json.dumps(answer), flush=True)
     finally:
         await running.close()
+        if bot is not None:
+            await bot.close()
 
 
 if __name__ == "__main__":

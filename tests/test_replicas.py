@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import uuid
 from pathlib import Path
 
@@ -16,66 +15,10 @@ import pytest
 
 from core.crypto import generate_key
 from tests.engine_helpers import event_log, until, wait_state
+from tests.replica_process import Replica, diagnostics
 
 LEASE_TTL = 1.0
 SCAN = 0.2
-
-
-class Replica:
-    """A replica process, driven over stdin/stdout."""
-
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.name = name
-        self.proc = proc
-        self.log = log
-        self.id = ""
-
-    @classmethod
-    async def start(cls, name: str, env: dict[str, str], tmp: Path) -> Replica:
-        log = tmp / f"{name}.log"
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.replica_node",
-            name,
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log.open("wb"),
-            cwd=Path(__file__).parent.parent,
-        )
-        replica = cls(name, proc, log)
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        if not line:
-            pytest.fail(f"replica {name} did not start:\n{log.read_text()}")
-        replica.id = json.loads(line)["ready"]
-        return replica
-
-    async def ask(self, **command: object) -> dict:
-        self.proc.stdin.write(json.dumps(command).encode() + b"\n")
-        await self.proc.stdin.drain()
-        answer = json.loads(await asyncio.wait_for(self.proc.stdout.readline(), 10))
-        assert "error" not in answer, answer
-        return answer
-
-    async def submit(self, thread: str, n: int, text: str, author: tuple[str, str]) -> dict:
-        return await self.ask(
-            op="submit",
-            source_key=f"{thread}:{n}",
-            thread_key=thread,
-            author=list(author),
-            text=text,
-        )
-
-    async def end(self) -> None:
-        if self.proc.returncode is None:
-            try:
-                self.proc.send_signal(signal.SIGCONT)
-                self.proc.stdin.close()
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except (TimeoutError, ProcessLookupError):
-                self.proc.kill()
-                await self.proc.wait()
 
 
 @pytest.fixture
@@ -125,10 +68,6 @@ async def completed_by(pool: asyncpg.Pool, prompt_id: int) -> str | None:
 
 async def owner(pool: asyncpg.Pool, session_id: str) -> str:
     return await pool.fetchval("SELECT owner_replica FROM sessions WHERE id = $1", session_id)
-
-
-def diagnostics(*replicas: Replica) -> str:
-    return "\n".join(f"--- {r.name} ---\n{r.log.read_text()[-4000:]}" for r in replicas)
 
 
 async def test_work_submitted_on_the_non_owner_runs_on_the_owner(

@@ -129,7 +129,7 @@ async def test_a_direct_message_starts_a_session_without_a_mention(system: Slack
 
 async def test_a_second_persons_reply_is_queued_shown_and_attributed(system: SlackSystem) -> None:
     channel = system.slack.general
-    root = await system.slack.mention(ALICE, channel, steps({"sleep": 1.0}))
+    root = await system.slack.mention(ALICE, channel, steps({"sleep": 2.5}))
     await posted(system, channel, root, "Working on it")
     reply = await system.slack.post(BOB, channel, "and also this", thread_ts=root)
     await posted(system, channel, root, "Queued: 1 prompt ahead")

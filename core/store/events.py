@@ -159,3 +159,21 @@ async def latest_of_types(
         before_seq,
     )
     return [_event(session_id, r) for r in rows]
+
+
+async def of_prompt(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    session_id: str,
+    prompt_id: int,
+    types: Sequence[str],
+) -> list[Event]:
+    """A prompt's events of `types`, in order."""
+    rows = await conn.fetch(
+        """SELECT seq, type, data::text AS data, prompt_id, created_at FROM events
+           WHERE session_id = $1 AND prompt_id = $2 AND type = ANY($3::text[])
+           ORDER BY seq""",
+        session_id,
+        prompt_id,
+        list(types),
+    )
+    return [_event(session_id, r) for r in rows]

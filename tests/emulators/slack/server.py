@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import secrets
@@ -71,6 +72,15 @@ GENERAL, QUIET, PRIVATE, SHARED = "C0GENERAL", "C0QUIET", "G0PRIVATE", "C0SHARED
 OTHER_TEAM = "TOTHER"
 APP_TOKEN_METHODS = {"apps.connections.open"}
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+@dataclass
+class _Stall:
+    method: str
+    seconds: float
+    after: bool
+    when: Callable[[Args], bool]
+    arrived: asyncio.Event
 
 
 @dataclass
@@ -124,6 +134,8 @@ class SlackEmulator:
         self.responses: list[dict[str, Any]] = []  # what the app sent to response_urls
         self.last_delivered: list[Envelope] = []  # by the latest person's action
         self._faults: dict[str, list[_Fault]] = defaultdict(list)
+        self._stalls: list[_Stall] = []
+        self._stopping = asyncio.Event()
         self._triggers: dict[str, str] = {}  # trigger_id -> the person whose action made it
         self._used_triggers: set[str] = set()
         self._response_urls: dict[str, dict[str, Any]] = {}
@@ -307,6 +319,21 @@ class SlackEmulator:
         """The next `times` calls of `method` fail: with Slack's `error` code, or an HTTP
         `status` (429 answers `ratelimited` with `Retry-After: retry_after`)."""
         self._faults[method] += [_Fault(error, status, int(retry_after))] * times
+
+    def stall_next(
+        self,
+        method: str,
+        seconds: float,
+        *,
+        after: bool,
+        when: Callable[[Args], bool] | None = None,
+    ) -> asyncio.Event:
+        """Hold the next call of `method` that `when` accepts for `seconds`: before Slack acts
+        on it, or `after` it did (the answer is late), as a slow network does; a client that
+        goes away meanwhile never hears. The event returned is set when the call arrives."""
+        arrived = asyncio.Event()
+        self._stalls.append(_Stall(method, seconds, after, when or (lambda args: True), arrived))
+        return arrived
 
     def new_trigger_id(self, user: str = "UALICE") -> str:
         """A trigger_id as a person's action gives the app (good for one views.open)."""
@@ -627,6 +654,7 @@ class SlackEmulator:
         self.url = f"http://{bound_host}:{bound_port}"
 
     async def stop(self) -> None:
+        self._stopping.set()
         await self.hub.close()
         for task in list(self._tasks):
             task.cancel()
@@ -674,11 +702,30 @@ class SlackEmulator:
             self._authenticate(method, token)
             if (wait := self._limiter.retry_after(method, args.get("channel"))) is not None:
                 return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(wait)}
-            return 200, {"ok": True, **await handler(args)}, {}
+            stall = self._stall_for(method, args)
+            if stall is not None and not stall.after:
+                await self._pause(stall.seconds)
+            body = {"ok": True, **await handler(args)}
+            if stall is not None and stall.after:
+                await self._pause(stall.seconds)
+            return 200, body, {}
         except SlackError as error:
             return 200, _error_body(error.code, error.detail), {}
         except (ValueError, TypeError) as error:  # an argument of the wrong kind
             return 200, _error_body("invalid_arguments", str(error)), {}
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or until the emulator stops (a stalled call must not hold it)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _stall_for(self, method: str, args: Args) -> _Stall | None:
+        for stall in self._stalls:
+            if stall.method == method and stall.when(args):
+                self._stalls.remove(stall)
+                stall.arrived.set()
+                return stall
+        return None
 
     @staticmethod
     def _injected(fault: _Fault) -> tuple[int, Args, dict]:
