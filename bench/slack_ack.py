@@ -52,21 +52,18 @@ async def main(args: argparse.Namespace) -> dict:
                     roots.append(ts)
                     await asyncio.sleep(args.every)
                 cards = [await _end_to_card(system, channel, ts) for ts in roots]
-    latencies.sort()
-    report["mention_to_eyes"] = {
-        "mentions": len(latencies),
-        "p50_ms": round(statistics.median(latencies), 1),
-        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
-        "max_ms": round(latencies[-1], 1),
-    }
-    cards.sort()
-    report["prompt_end_to_card"] = {
-        "prompts": len(cards),
-        "p50_ms": round(statistics.median(cards), 1),
-        "p99_ms": round(cards[min(len(cards) - 1, int(len(cards) * 0.99))], 1),
-        "max_ms": round(cards[-1], 1),
-    }
+    report["mention_to_eyes"] = {"mentions": len(latencies), **_spread(latencies)}
+    report["prompt_end_to_card"] = {"prompts": len(cards), **_spread(cards)}
     return report
+
+
+def _spread(milliseconds: list[float]) -> dict[str, float]:
+    ordered = sorted(milliseconds)
+    return {
+        "p50_ms": round(statistics.median(ordered), 1),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
+        "max_ms": round(ordered[-1], 1),
+    }
 
 
 async def _end_to_card(system: Any, channel: str, root: str) -> float:

@@ -68,8 +68,8 @@ class SlackBot:
         auth = await self.client.auth_test()
         self.bot_user_id, self.team = auth["user_id"], auth["team_id"]
         await self.handler.connect_async()
-        self._spawn(self.outbox.run(), "outbox")
-        self._spawn(self._look_after_threads(), "thread scan")
+        self.spawn(self.outbox.run(), "outbox")
+        self.spawn(self._look_after_threads(), "thread scan")
         log.info("Slack bot connected as %s in team %s", self.bot_user_id, self.team)
 
     async def drain(self, timeout: float) -> None:
@@ -88,7 +88,8 @@ class SlackBot:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _spawn(self, work: Coroutine[Any, Any, Any], what: str) -> None:
+    def spawn(self, work: Coroutine[Any, Any, Any], what: str) -> None:
+        """Run `work` after the ack, cancelled when the bot closes; a failure is logged."""
         async def guarded() -> None:
             try:
                 await work
@@ -157,7 +158,7 @@ class SlackBot:
             return self._renderers.get(session_id)  # another renderer tells it
         renderer = self._renderer(session_id, thread)
         self._renderers[session_id] = renderer
-        self._spawn(self._tell(renderer, lease, after_seq), f"session {session_id}: thread")
+        self.spawn(self._tell(renderer, lease, after_seq), f"session {session_id}: thread")
         return renderer
 
     async def _tell(self, renderer: ThreadRenderer, lease: Lease, after_seq: int | None) -> None:
@@ -235,14 +236,14 @@ class SlackBot:
         thread = Thread(team, channel, event.get("thread_ts") or ts)
         person = await self.people.get(user)
         if (refusal := self.people.refusal(person, team, channel)) is not None:
-            self._spawn(self._ephemeral(channel, user, thread.ts, refusal), "refusal")
+            self.spawn(self._ephemeral(channel, user, thread.ts, refusal), "refusal")
             return
         raw = (event.get("text") or "").replace(f"<@{self.bot_user_id}>", " ")
         text = plain(raw, await self.people.names(mentioned_users(raw)))
         session_id = await self.engine.session_for_thread(thread.key)
         if text.lower() in commands.COMMANDS:
             if await self.broker.dedupe(f"slack-command:{team}:{channel}:{ts}", 3600):
-                self._spawn(
+                self.spawn(
                     self._command(text.lower(), session_id, thread, person), f"command {text}"
                 )
             return
@@ -281,14 +282,14 @@ class SlackBot:
                 branch=branch,
             )
         except OpenInspectError as exc:  # bad input: said in the thread, nothing stored
-            self._spawn(
+            self.spawn(
                 self._reply(thread, f"I could not take that: {escape(str(exc))}"), "refusal"
             )
             return
         if receipt.created:
             renderer = await self._follow(receipt.session_id, thread, after)
             if renderer is not None:  # else the replica telling the thread puts the 👀
-                self._spawn(renderer.acknowledge(ts), "eyes")
+                self.spawn(renderer.acknowledge(ts), "eyes")
 
     async def _on_reaction_added(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         await self._reaction(body["team_id"], event, added=True)
@@ -314,7 +315,7 @@ class SlackBot:
             else:
                 await self.engine.leave(session_id, person.author(team).id)
         elif added:
-            self._spawn(self._command("stop", session_id, thread, person), "stop by reaction")
+            self.spawn(self._command("stop", session_id, thread, person), "stop by reaction")
 
     async def _on_link_shared(self, event: dict[str, Any]) -> None:
         """Unfurl pasted session links (before the ack: it is quick, and a retry is harmless)."""
@@ -346,9 +347,9 @@ class SlackBot:
             return
         person = await self.people.get(body["user"]["id"])
         if (refusal := self.people.refusal(person, thread.team, thread.channel)) is not None:
-            self._spawn(self._ephemeral(thread.channel, person.id, thread.ts, refusal), "refusal")
+            self.spawn(self._ephemeral(thread.channel, person.id, thread.ts, refusal), "refusal")
             return
-        self._spawn(self._command(command, session_id, thread, person), f"{command} button")
+        self.spawn(self._command(command, session_id, thread, person), f"{command} button")
 
     async def _on_pick(self, ack: Any, body: dict[str, Any]) -> None:
         """A repository was picked for a request that named none (in the menu, or the
@@ -373,7 +374,7 @@ class SlackBot:
         message_ts = (body.get("container") or {}).get("message_ts")
         if message_ts:
             said = f"Working in `{repository}`, picked by {escape(picker.name)}."
-            self._spawn(
+            self.spawn(
                 self.client.chat_update(channel=channel, ts=message_ts, text=said, blocks=[]),
                 "picker update",
             )
@@ -411,7 +412,7 @@ class SlackBot:
     async def _ask_repository(self, thread: Thread, person: Person, ts: str, text: str) -> None:
         known = sorted(self.engine.settings.repository_urls)
         if not known:
-            self._spawn(
+            self.spawn(
                 self._reply(
                     thread,
                     "No repositories are configured, so I cannot start. An admin sets "
@@ -424,7 +425,7 @@ class SlackBot:
             f"slack:{thread.team}:{thread.channel}:{ts}",
             {"text": text, "user": person.id, "thread_ts": thread.ts},
         )
-        self._spawn(self._offer_repositories(thread, known, ts, text), "repository picker")
+        self.spawn(self._offer_repositories(thread, known, ts, text), "repository picker")
 
     async def _offer_repositories(
         self, thread: Thread, known: list[str], ts: str, text: str

@@ -77,7 +77,7 @@ class Home:
             await ack(response_action="errors", errors={render.REPOSITORY: str(exc)})
             return
         await ack()
-        self.bot._spawn(self.publish(team, person.id), f"Home of {person.id}")
+        self.bot.spawn(self.publish(team, person.id), f"Home of {person.id}")
 
     async def publish(self, team: str, user: str) -> None:
         """Publish the person's Home as it is now."""

@@ -56,6 +56,16 @@ def git(*args: str | Path, cwd: Path | None = None) -> str:
     return result.stdout
 
 
+def _commit(work: Path, files: dict[str, str], message: str) -> None:
+    """Write `files` into the work tree and commit them all."""
+    for path, content in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(content)
+    git("add", "--all", cwd=work)
+    author = ["-c", "user.name=Repo Maker", "-c", "user.email=maker@example.com"]
+    git(*author, "commit", "--quiet", "--message", message, cwd=work)
+
+
 def add_branch(bare: Path, branch: str, files: dict[str, str], start: str = "main") -> str:
     """Push a branch `branch` to the bare repository: `start` plus one commit of `files`.
     Returns the branch's commit."""
@@ -63,21 +73,7 @@ def add_branch(bare: Path, branch: str, files: dict[str, str], start: str = "mai
         work = Path(tmp) / "work"
         git("clone", "--quiet", "--branch", start, bare, work)
         git("switch", "--quiet", "--create", branch, cwd=work)
-        for path, content in files.items():
-            (work / path).parent.mkdir(parents=True, exist_ok=True)
-            (work / path).write_text(content)
-        git("add", "--all", cwd=work)
-        git(
-            "-c",
-            "user.name=Repo Maker",
-            "-c",
-            "user.email=maker@example.com",
-            "commit",
-            "--quiet",
-            "--message",
-            f"Start {branch}",
-            cwd=work,
-        )
+        _commit(work, files, f"Start {branch}")
         git("push", "--quiet", "origin", branch, cwd=work)
         return git("rev-parse", "HEAD", cwd=work).strip()
 
@@ -88,21 +84,7 @@ def make_repo(root: Path, name: str, files: dict[str, str]) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         git("init", "--quiet", "--initial-branch=main", work)
-        for path, content in files.items():
-            (work / path).parent.mkdir(parents=True, exist_ok=True)
-            (work / path).write_text(content)
-        git("add", "--all", cwd=work)
-        git(
-            "-c",
-            "user.name=Repo Maker",
-            "-c",
-            "user.email=maker@example.com",
-            "commit",
-            "--quiet",
-            "--message",
-            "Initial commit",
-            cwd=work,
-        )
+        _commit(work, files, "Initial commit")
         git("init", "--quiet", "--bare", "--initial-branch=main", bare)
         git("config", "http.receivepack", "true", cwd=bare)
         git("push", "--quiet", bare, "main", cwd=work)

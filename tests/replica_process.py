@@ -5,11 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 
 import pytest
+
+from core.crypto import generate_key
+
+
+def replica_env(database_url: str, redis_url: str, redis_prefix: str) -> dict[str, str]:
+    """This machine's environment without our settings, pointed at shared PostgreSQL and
+    Redis with fresh secrets and one-second leases."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPEN_INSPECT_", "SLACK_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        OPEN_INSPECT_REDIS_PREFIX=redis_prefix,
+        OPEN_INSPECT_SECRETS_KEY=generate_key(),
+        OPEN_INSPECT_LINK_SECRET=generate_key(),
+        OPEN_INSPECT_LEASE_TTL_SECONDS="1",
+        OPEN_INSPECT_ORPHAN_SCAN_SECONDS="0.2",
+    )
+    return env
 
 
 class Replica:

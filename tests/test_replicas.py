@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import uuid
 from pathlib import Path
@@ -13,31 +12,21 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from core.crypto import generate_key
 from tests.engine_helpers import event_log, until, wait_state
-from tests.replica_process import Replica, diagnostics
+from tests.replica_process import Replica, diagnostics, replica_env
 
-LEASE_TTL = 1.0
+LEASE_TTL = 1.0  # as replica_env sets them
 SCAN = 0.2
 
 
 @pytest.fixture
 async def replicas(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPEN_INSPECT_")}
-    env.update(
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        OPEN_INSPECT_REDIS_PREFIX=redis_prefix,
-        OPEN_INSPECT_SECRETS_KEY=generate_key(),
-        OPEN_INSPECT_LINK_SECRET=generate_key(),
-        OPEN_INSPECT_LEASE_TTL_SECONDS=str(LEASE_TTL),
-        OPEN_INSPECT_ORPHAN_SCAN_SECONDS=str(SCAN),
-        OPEN_INSPECT_IDLE_TRANSACTION_TIMEOUT_SECONDS="0.5",
-    )
+    env = replica_env(database_url, redis_url, redis_prefix)
+    env["OPEN_INSPECT_IDLE_TRANSACTION_TIMEOUT_SECONDS"] = "0.5"
     started: list[Replica] = []
     for name in ("a", "b"):
-        replica_env = {**env, "OPEN_INSPECT_DATA_DIR": str(tmp_path / name)}
-        started.append(await Replica.start(name, replica_env, tmp_path))
+        own = {**env, "OPEN_INSPECT_DATA_DIR": str(tmp_path / name)}
+        started.append(await Replica.start(name, own, tmp_path))
     yield started
     for replica in started:
         await replica.end()

@@ -5,7 +5,6 @@ Slack emulator's Socket Mode, which spreads envelopes over their connections."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,9 @@ import asyncpg
 import pytest
 
 from bot.conversation import mark_of
-from core.crypto import generate_key
 from tests.emulators.slack.server import SlackEmulator
 from tests.engine_helpers import until
-from tests.replica_process import Replica, diagnostics
+from tests.replica_process import Replica, diagnostics, replica_env
 
 ALICE = "UALICE"
 
@@ -34,15 +32,8 @@ async def slack():
 def node_env(
     own_database_url: str, redis_url: str, redis_prefix: str, slack: SlackEmulator, tmp_path: Path
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPEN_INSPECT_", "SLACK_"))}
+    env = replica_env(own_database_url, redis_url, redis_prefix)
     env.update(
-        DATABASE_URL=own_database_url,
-        REDIS_URL=redis_url,
-        OPEN_INSPECT_REDIS_PREFIX=redis_prefix,
-        OPEN_INSPECT_SECRETS_KEY=generate_key(),
-        OPEN_INSPECT_LINK_SECRET=generate_key(),
-        OPEN_INSPECT_LEASE_TTL_SECONDS="1",
-        OPEN_INSPECT_ORPHAN_SCAN_SECONDS="0.2",
         OPEN_INSPECT_REPOSITORIES=f"acme/calc={tmp_path}/nowhere",
         SLACK_BOT_TOKEN=slack.bot_token,
         SLACK_APP_TOKEN=slack.app_token,
