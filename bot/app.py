@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import commands, home, repositories, unfurls
+from bot import commands, github_links, home, repositories, unfurls
 from bot.budget import Budget
 from bot.conversation import Thread
 from bot.errors import slack_error
@@ -34,6 +34,7 @@ from bot.threads import ThreadRenderer
 from core.broker import Broker, Lease
 from core.engine import Engine
 from core.errors import OpenInspectError
+from core.models import Author
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class SlackBot:
 
     def spawn(self, work: Coroutine[Any, Any, Any], what: str) -> None:
         """Run `work` after the ack, cancelled when the bot closes; a failure is logged."""
+
         async def guarded() -> None:
             try:
                 await work
@@ -211,6 +213,7 @@ class SlackBot:
         self.app.action("view_session")(_acknowledge)
         self.app.action("view_pr")(_acknowledge)
         home.register(self.app, self)
+        github_links.register(self.app, self)
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         await self._ingest(body["team_id"], event)
@@ -267,24 +270,26 @@ class SlackBot:
         session_id: str | None,
     ) -> None:
         after = 0 if session_id is None else (await self.engine.session(session_id)).last_seq
+        author = person.author(thread.team)
         model = branch = None
         if session_id is None:  # a new session starts with its author's model and branch
-            mine = await self.engine.defaults_of(person.author(thread.team).id)
+            mine = await self.engine.defaults_of(author.id)
             model, branch = mine.model, mine.branch
+        linked = await self.engine.accounts.identity(author.id) if self.engine.accounts else None
+        if linked is not None:  # their commits carry their GitHub name and email
+            author = Author(author.id, linked.name, linked.email)
         try:
             receipt = await self.engine.submit_prompt(
                 f"slack:{thread.team}:{thread.channel}:{ts}",
                 thread.key,
-                person.author(thread.team),
+                author,
                 text,
                 repository=repository,
                 model=model,
                 branch=branch,
             )
         except OpenInspectError as exc:  # bad input: said in the thread, nothing stored
-            self.spawn(
-                self._reply(thread, f"I could not take that: {escape(str(exc))}"), "refusal"
-            )
+            self.spawn(self._reply(thread, f"I could not take that: {escape(str(exc))}"), "refusal")
             return
         if receipt.created:
             renderer = await self._follow(receipt.session_id, thread, after)

@@ -29,6 +29,8 @@ def register(app: AsyncApp, bot: SlackBot) -> None:
     app.event("app_home_opened")(home.on_opened)
     app.action(render.EDIT_DEFAULTS_ACTION)(home.on_edit)
     app.view(render.DEFAULTS_CALLBACK)(home.on_submit)
+    app.action(render.UNLINK_ACTION)(home.on_unlink)
+    app.action(render.LINK_ACTION)(_acknowledge)
 
 
 class Home:
@@ -79,6 +81,13 @@ class Home:
         await ack()
         self.bot.spawn(self.publish(team, person.id), f"Home of {person.id}")
 
+    async def on_unlink(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        team, user = body["team"]["id"], body["user"]["id"]
+        if self.engine.accounts is not None:
+            await self.engine.accounts.unlink(f"slack:{team}:{user}")
+        await self.publish(team, user)
+
     async def publish(self, team: str, user: str) -> None:
         """Publish the person's Home as it is now."""
         person = await self.bot.people.get(user)
@@ -102,7 +111,15 @@ class Home:
             self.engine.settings.model,
             await self.engine.github_login_of(person_id),
             self.bot.bot_user_id,
+            self._link_github(team, person),
         )
+
+    def _link_github(self, team: str, person: Person) -> str | None:
+        """Where the person links their GitHub account, when this deployment can."""
+        accounts = self.engine.accounts
+        if accounts is None or not accounts.configured or not self.engine.public_url:
+            return None
+        return accounts.login_url(self.engine.public_url, team, person.author(team).id, person.name)
 
     async def _links(self, session_ids: list[str]) -> dict[str, str]:
         """Page links for the sessions shown (a bounded few): none when links cannot be made."""
@@ -112,3 +129,7 @@ class Home:
             log.info("Home without session links: %s", exc)
             return {}
         return dict(zip(session_ids, made, strict=True))
+
+
+async def _acknowledge(ack: Any) -> None:
+    await ack()

@@ -17,6 +17,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import github_links
 from bot.budget import Budget
 from bot.conversation import Thread, mark, marked
 from bot.errors import slack_error
@@ -72,7 +73,9 @@ class Outbox:
             await self.engine.outbox_sent(letter.key, None)
             return
         try:
-            ts = await self._find(thread, letter) if letter.attempts > 1 else None
+            # A thread can be searched for the mark; a person's own conversation (no ts)
+            # is not, and a rare second question there does no harm.
+            ts = await self._find(thread, letter) if letter.attempts > 1 and thread.ts else None
             if ts is None:
                 ts = await self._post(thread, letter)
         except SlackApiError as exc:
@@ -96,8 +99,10 @@ class Outbox:
 
     async def _post(self, thread: Thread, letter: Letter) -> str | None:
         await self.budget.spend("chat.postMessage", urgent=True, scope=thread.channel)
-        text, blocks = str(letter.body.get("text") or ""), letter.body.get("blocks")
-        where = {"channel": thread.channel, "thread_ts": thread.ts, "metadata": mark(letter.key)}
+        text, blocks = github_links.render(letter.body)
+        where: dict[str, Any] = {"channel": thread.channel, "metadata": mark(letter.key)}
+        if thread.ts:
+            where["thread_ts"] = thread.ts
         try:
             reply = await self.client.chat_postMessage(text=text, blocks=blocks, **where)
         except SlackApiError as exc:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     )
     github_client_id: str | None = Field(None, validation_alias="GITHUB_CLIENT_ID")
     github_client_secret: str | None = Field(None, validation_alias="GITHUB_CLIENT_SECRET")
+    github_link_ttl_seconds: float = Field(
+        600.0, gt=0, validation_alias=_ours("GITHUB_LINK_TTL_SECONDS")
+    )
     anthropic_api_key: str | None = Field(None, validation_alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(None, validation_alias="ANTHROPIC_BASE_URL")
     openai_api_key: str | None = Field(None, validation_alias="OPENAI_API_KEY")

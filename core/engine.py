@@ -20,9 +20,11 @@ from typing import Any
 import asyncpg
 
 from core import classifier
+from core.accounts import GitHubAccounts
 from core.actors.session import ActorContext, SessionActor, lease_name
 from core.broker import Broker, Subscription, SubscriptionLost
 from core.config import Settings, check_model
+from core.crypto import Keyring
 from core.errors import BadFields, BadInput, ConfigError, NotFound
 from core.eventlog import follow
 from core.links import LinkRefused, LinkSigner
@@ -115,6 +117,13 @@ class Engine:
         self._inbox: Subscription | None = None
         self._closed = False
         self._links = LinkSigner(settings.link_secret) if settings.link_secret else None
+        keyring = (
+            Keyring.from_base64(settings.secrets_key, settings.secrets_old_keys)
+            if settings.secrets_key
+            else None
+        )
+        # People's GitHub accounts: their tokens are sealed, so there is none without the key.
+        self.accounts = GitHubAccounts(pool, broker, settings, keyring) if keyring else None
         # Where people reach this deployment's pages; the runtime sets it once it listens.
         self.public_url = (settings.public_url or "").rstrip("/")
 
@@ -358,6 +367,15 @@ class Engine:
         """Unsent messages for destinations starting with `prefix`, held by this replica for
         `seconds`; a holder that dies lets them go when that time is up."""
         return await outbox_store.claim(self._pool, prefix, self.replica, seconds, limit)
+
+    async def ask_to_confirm_github(
+        self, team: str, person_id: str, login: str, attempt: str
+    ) -> None:
+        """Ask the person, in their own conversation with the bot, whether the GitHub account
+        `login` that was just authorized is theirs (a front door renders the question)."""
+        body = {"kind": "confirm_github", "person": person_id, "login": login, "team": team}
+        key = f"confirm-github:{person_id}:{attempt}"
+        await self.outbox_put(key, f"{person_id}:", None, body)
 
     async def outbox_sent(self, key: str, ref: str | None) -> None:
         await outbox_store.sent(self._pool, key, ref)
@@ -621,7 +639,8 @@ class Engine:
     async def github_login_of(self, person_id: str) -> str | None:
         """The GitHub account the person linked, if any."""
         _check_key("person id", person_id)
-        return await session_store.github_login(self._pool, person_id)
+        account = await self.accounts.linked(person_id) if self.accounts else None
+        return account.login if account else None
 
 
 def _blank_is_none(value: str | None) -> str | None:

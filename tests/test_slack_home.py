@@ -13,9 +13,12 @@ import pytest
 
 from bot.render import home as render
 from bot.render.home import ACTIVE_SHOWN, RECENT_SHOWN
+from core.crypto import Keyring
 from core.errors import BadFields
 from core.models import Author, Defaults, PersonSessions, SessionSummary
+from core.store import accounts as account_store
 from core.store import sessions as session_store
+from core.store.accounts import Account
 from tests.engine_helpers import until
 from tests.slack_fixtures import SlackSystem, start_slack
 
@@ -116,9 +119,11 @@ async def test_with_200_sessions_home_stays_within_100_blocks_and_says_how_many_
     alice = Author(ALICE_ID, "Alice Anders")
     await make_history(system, alice, idle=180, working=20)
     await make_history(system, Author(BOB_ID, "Bob Berg"), idle=3, working=0)
-    await system.runtime.pool.execute(
-        "UPDATE users SET github_login = 'alice-gh' WHERE id = $1", ALICE_ID
+    sealed = Keyring.from_base64(system.engine.settings.secrets_key).encrypt(b"gho_x", b"")
+    linked = Account(
+        ALICE_ID, 7, "alice-gh", "Alice", "a@example.com", sealed, None, None, None, True
     )
+    await account_store.put(system.runtime.pool, linked)
     await system.slack.open_home(ALICE)
     blocks = await home_shows(system, ALICE, "Recent")
     lines = session_lines(blocks)

@@ -22,12 +22,13 @@ from core.engine import Engine
 from core.links import LinkRefused
 from core.models import Event, SessionInfo
 from core.viewers import Viewer, describe
+from web_minimal import github
+from web_minimal.keys import ENGINE
 from web_minimal.render import part, templates
 from web_minimal.transcript import CLOSES_TEXT, Op, Transcript
 
 log = logging.getLogger(__name__)
 
-ENGINE = web.AppKey("engine", Engine)
 PAGE_EVENTS = web.AppKey("page_events", int)
 # The queues of the live feeds being served, so that shutting down can end them at once
 # (the server waits for open responses before it stops).
@@ -58,6 +59,7 @@ def mount(app: web.Application, engine: Engine, page_events: int = DEFAULT_PAGE_
     app[FEEDS] = set()
     app.router.add_get("/s/{token}", page)
     app.router.add_get("/s/{token}/events", feed)
+    github.add_routes(app)
     app.router.add_static("/static", str(resources.files("web_minimal") / "static"))
     app.on_response_prepare.append(_secure)
     app.on_shutdown.append(_end_feeds)

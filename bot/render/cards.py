@@ -205,3 +205,28 @@ def unfurl(info: Any, last_step: str) -> Blocks:
 def note(text: str) -> tuple[str, Blocks]:
     """A plain reply (already mrkdwn-safe)."""
     return text[:3000], [_section(text)]
+
+
+CONFIRM_GITHUB_ACTION = "confirm_github"
+REJECT_GITHUB_ACTION = "reject_github"
+
+
+def confirm_github(login: str) -> tuple[str, Blocks]:
+    """Asked in a person's own conversation with the bot after GitHub authorized an account
+    for them: only they can answer, so nobody links their account under someone else's name."""
+    who = escape(login)
+    text = (
+        f"GitHub account *@{who}* was just authorized to be linked to you. If that was you, "
+        "link it: your pull requests will be opened as that account and your commits will "
+        "carry its name and email."
+    )
+    buttons = [
+        {"type": "button", "text": {"type": "plain_text", "text": f"Link @{login}"[:75]},
+         "style": "primary", "action_id": CONFIRM_GITHUB_ACTION, "value": login},
+        {"type": "button", "text": {"type": "plain_text", "text": "That was not me"},
+         "action_id": REJECT_GITHUB_ACTION, "value": login},
+    ]  # fmt: skip
+    return f"Link GitHub account @{who}?", [
+        _section(text),
+        {"type": "actions", "elements": buttons},
+    ]

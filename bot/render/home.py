@@ -11,6 +11,8 @@ from bot.render.mrkdwn import SECTION_LIMIT, escape
 from core.models import Defaults, PersonSessions, SessionSummary
 
 EDIT_DEFAULTS_ACTION = "edit_defaults"
+LINK_ACTION = "link_github"  # a link button: the browser opens it, the bot only acks
+UNLINK_ACTION = "unlink_github"
 DEFAULTS_CALLBACK = "defaults"
 VIEW_ACTION = "view_session"  # the link buttons of thread cards use it too; the bot acks it
 # The modal's blocks, named like the fields of `Defaults` (and of the engine's BadFields), so
@@ -134,6 +136,7 @@ def home(
     deployment_model: str | None,
     github_login: str | None,
     bot_user_id: str,
+    link_github: str | None = None,
 ) -> dict[str, Any]:
     """The Home tab: the person's sessions (at most ACTIVE_SHOWN + RECENT_SHOWN lines, then how
     many more), their defaults with a button to edit them, and their GitHub link."""
@@ -146,6 +149,13 @@ def home(
     )
     edit = {"type": "button", "text": _plain("Edit defaults"), "action_id": EDIT_DEFAULTS_ACTION}
     github = f"Linked as {_code(github_login)}" if github_login else "Not linked"
+    if github_login:
+        github_button = {"type": "button", "text": _plain("Unlink"), "action_id": UNLINK_ACTION}
+    elif link_github:
+        github_button = {"type": "button", "text": _plain("Link GitHub"), "url": link_github,
+                         "action_id": LINK_ACTION}  # fmt: skip
+    else:
+        github_button = None
     blocks: Blocks = [
         _header("Your sessions"),
         *_sessions(found, links, bot_user_id),
@@ -157,7 +167,7 @@ def home(
             "named in the request comes first, then yours, then the channel's."
         ),
         {"type": "divider"},
-        _section(f"*GitHub:* {github}"),
+        _section(f"*GitHub:* {github}", github_button),
     ]
     return {"type": "home", "blocks": blocks}
 

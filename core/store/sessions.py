@@ -241,7 +241,3 @@ async def of_person(
     if not rows:  # no row to carry the totals: the person has no session at all
         return PersonSessions(sessions, 0, 0)
     return PersonSessions(sessions, rows[0]["total"], rows[0]["working"])
-
-
-async def github_login(conn: asyncpg.Connection | asyncpg.Pool, user_id: str) -> str | None:
-    return await conn.fetchval("SELECT github_login FROM users WHERE id = $1", user_id)
