@@ -10,7 +10,10 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from core.crypto import Signer
+from core.crypto import Keyring, Signer
+from core.store import accounts as account_store
+from core.store.accounts import Account
+from tests.engine_helpers import until
 from tests.slack_fixtures import SlackSystem, start_slack
 
 PERSON = "slack:T0EMULATOR:UALICE"
@@ -65,3 +68,66 @@ async def test_forged_and_expired_states_are_refused_everywhere(system: SlackSys
             assert status == 403, (path, state, html)
             assert "cannot be used" in html
         assert await system.engine.github_login_of(PERSON) is None
+
+
+async def _pending(system: SlackSystem, person: str, login: str) -> None:
+    keyring = Keyring.from_base64(system.engine.settings.secrets_key)
+    sealed = keyring.encrypt(b"ghu_secret_token", person.encode())
+    account = Account(person, 42, login, "Octo Cat", "42+octo@users.noreply.github.com",
+                      sealed, None, None, None, confirmed=False)  # fmt: skip
+    await account_store.put(system.runtime.pool, account)
+
+
+async def test_a_pending_link_is_confirmed_only_by_its_person_then_signs_their_work(
+    system: SlackSystem,
+) -> None:
+    slack, engine = system.slack, system.engine
+    await _pending(system, PERSON, "octo")
+    # What GitHub's callback does once it has the tokens: ask the person in their DM.
+    await engine.ask_to_confirm_github("T0EMULATOR", PERSON, "octo", "n1")
+    dm = await slack.open_dm("UALICE")
+
+    async def question() -> dict | None:
+        return next((m for m in slack.messages(dm) if "confirm_github" in str(m)), None)
+
+    asked = await until(question, what="the confirmation question in Alice's DM")
+    assert "@octo" in asked["text"]
+    # Bob cannot answer for Alice: a click is always the clicker's own answer.
+    answered = await slack.click("UBOB", dm, asked["ts"], "confirm_github", "octo")
+    await slack.acked(answered)
+    assert await engine.github_login_of(PERSON) is None
+    answered = await slack.click("UALICE", dm, asked["ts"], "confirm_github", "octo")
+    await slack.acked(answered)
+    await until(lambda: engine.github_login_of(PERSON), what="the link confirmed")
+    await until(lambda: "Linked" in slack.messages(dm)[-1]["text"], what="the answer shown")
+
+    # Her next request is signed with her GitHub name and (private) email.
+    root = await slack.mention("UALICE", slack.general, "acme/calc tidy up")
+    await system.session_of(slack.general, root)
+    signed = await system.runtime.pool.fetchrow(
+        "SELECT author_name, author_email FROM prompts WHERE source_key LIKE $1", f"%:{root}"
+    )
+    assert tuple(signed) == ("Octo Cat", "42+octo@users.noreply.github.com")
+
+    # Unlinked from App Home.
+    await slack.open_home("UALICE")
+    home = await until(lambda: slack.home_views.get("UALICE"), what="the Home tab")
+    await until(lambda: "octo" in str(slack.home_views["UALICE"]), what="the Home shows it")
+    await slack.click_view("UALICE", home["id"], "unlink_github")
+    await until(lambda: "Not linked" in str(slack.home_views["UALICE"]), what="unlinked")
+    assert await engine.github_login_of(PERSON) is None
+
+
+async def test_that_was_not_me_forgets_the_pending_account(system: SlackSystem) -> None:
+    slack, engine = system.slack, system.engine
+    await _pending(system, PERSON, "mallory")
+    await engine.ask_to_confirm_github("T0EMULATOR", PERSON, "mallory", "n2")
+    dm = await slack.open_dm("UALICE")
+
+    async def question() -> dict | None:
+        return next((m for m in slack.messages(dm) if "reject_github" in str(m)), None)
+
+    asked = await until(question, what="the confirmation question")
+    await slack.acked(await slack.click("UALICE", dm, asked["ts"], "reject_github", "mallory"))
+    await until(lambda: "Not linked" in slack.messages(dm)[-1]["text"], what="the answer")
+    assert await account_store.get(system.runtime.pool, PERSON) is None
