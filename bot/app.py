@@ -410,9 +410,23 @@ class SlackBot:
             link = await self.engine.page_link(session_id)
             await self._reply(thread, await commands.status(self.engine, session_id, link))
         elif command == "pr":
-            await self._reply(
-                thread, await commands.pull_request(self.engine, session_id, person.name)
-            )
+            said, pushed = await commands.pull_request(self.engine, session_id, person.name)
+            await self._reply(thread, said)
+            if pushed is not None:
+                await self._offer_github_link(thread, person)
+
+    async def _offer_github_link(self, thread: Thread, person: Person) -> None:
+        """Someone without a linked GitHub account asked for a PR: the branch is pushed and
+        nothing is lost; only they see how to link theirs, so the next PR opens as them."""
+        accounts = self.engine.accounts
+        author = person.author(thread.team)
+        if accounts is None or not accounts.configured or await accounts.linked(author.id):
+            return
+        url = accounts.login_url(self.engine.public_url, thread.team, author.id, person.name)
+        text, blocks = cards.link_github(url)
+        await self.client.chat_postEphemeral(
+            channel=thread.channel, user=person.id, thread_ts=thread.ts, text=text, blocks=blocks
+        )
 
     async def _ask_repository(self, thread: Thread, person: Person, ts: str, text: str) -> None:
         known = sorted(self.engine.settings.repository_urls)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote, urlsplit
+
 from bot.render.mrkdwn import cut, escape
+from core.config import Settings
 from core.engine import Engine
 from core.viewers import describe
 
@@ -57,15 +60,31 @@ async def status(engine: Engine, session_id: str, link: str) -> str:
     return "\n".join(lines)
 
 
-async def pull_request(engine: Engine, session_id: str, by: str) -> str:
-    """Push the session's work (after the running prompt); say where it went."""
+async def pull_request(engine: Engine, session_id: str, by: str) -> tuple[str, str | None]:
+    """Push the session's work (after the running prompt); say where it went. Returns what to
+    say and the branch pushed (None when nothing was)."""
     latest = await engine.latest_of_types(session_id, ("prompt_complete",))
     changes = latest[0].data if latest else {}
     total = changes.get("total") if isinstance(changes.get("total"), dict) else changes
     if not latest or not total.get("files"):
-        return "No changes to push: nothing in this session has changed a file yet."
+        return "No changes to push: nothing in this session has changed a file yet.", None
     event = await engine.push(session_id, by=by)
     if event.type != "pushed":
-        return f"*Push failed:* {escape(str(event.data.get('reason') or 'unknown reason'))}"
-    branch, commit = event.data.get("branch"), str(event.data.get("commit") or "")[:12]
-    return f"Pushed `{escape(str(branch))}` (commit `{commit}`) to the repository's origin."
+        reason = escape(str(event.data.get("reason") or "unknown reason"))
+        return f"*Push failed:* {reason}", None
+    branch, commit = str(event.data.get("branch")), str(event.data.get("commit") or "")[:12]
+    said = f"Pushed `{escape(branch)}` (commit `{commit}`) to the repository's origin."
+    info = await engine.session(session_id)
+    if (compare := compare_url(engine.settings, info.repository, branch)) is not None:
+        said += f" <{compare}|Compare and open a pull request on GitHub>."
+    return said, branch
+
+
+def compare_url(settings: Settings, repository: str | None, branch: str) -> str | None:
+    """GitHub's page that compares the pushed branch with the default one (and offers to open
+    a pull request), for a repository hosted on this deployment's GitHub."""
+    clone = settings.repository_urls.get(repository or "")
+    web = settings.github_web_url.rstrip("/")
+    if clone is None or urlsplit(clone).netloc != urlsplit(web).netloc:
+        return None
+    return f"{web}/{repository}/compare/{quote(branch)}?expand=1"

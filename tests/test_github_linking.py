@@ -3,6 +3,7 @@ identity is linked, the way on to GitHub, and refusals of forged, expired and re
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -131,3 +132,42 @@ async def test_that_was_not_me_forgets_the_pending_account(system: SlackSystem) 
     await slack.acked(await slack.click("UALICE", dm, asked["ts"], "reject_github", "mallory"))
     await until(lambda: "Not linked" in slack.messages(dm)[-1]["text"], what="the answer")
     assert await account_store.get(system.runtime.pool, PERSON) is None
+
+
+async def test_an_unlinked_person_asking_for_a_pr_gets_the_branch_a_compare_link_and_a_way_to_link(
+    own_database_url: str, data_dir: Path
+) -> None:
+    hosted = {
+        "repositories": ["acme/calc=https://github.example/acme/calc.git"],
+        "github_web_url": "https://github.example",
+        "github_client_id": "Iv1.client",
+        "github_client_secret": "secret",
+    }
+    async with start_slack(own_database_url, data_dir, **hosted) as system:
+        slack = system.slack
+        changed = {"complete": {"files": [{"path": "calc.py", "additions": 2}], "stat": "1 file"}}
+        root = await slack.mention("UALICE", slack.general, json.dumps([changed]))
+        session_id = await system.session_of(slack.general, root)
+        await until(
+            lambda: any(
+                "report:" in str(m.get("metadata")) for m in slack.messages(slack.general, root)
+            ),
+            what="the card",
+        )
+        await slack.post("UALICE", slack.general, "pr", thread_ts=root)
+
+        def reply() -> dict | None:
+            return next(
+                (m for m in slack.messages(slack.general, root) if "Pushed" in m.get("text", "")),
+                None,
+            )
+
+        pushed = await until(reply, what="the push reply")
+        compare = f"https://github.example/acme/calc/compare/open-inspect/{session_id}?expand=1"
+        assert compare in pushed["text"]
+        assert system.provider.sandboxes[0].pushed == [f"open-inspect/{session_id}"]
+        offer = await until(lambda: slack.ephemerals(slack.general, "UALICE"), what="the offer")
+        [button] = [e for b in offer[-1]["blocks"] for e in b.get("elements", []) if "url" in e]
+        assert button["url"].startswith(f"{system.engine.public_url}/github/login?state=")
+        status, html, _ = await fetch(system, button["url"].removeprefix(system.engine.public_url))
+        assert status == 200 and "Alice Anders" in html

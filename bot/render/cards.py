@@ -230,3 +230,14 @@ def confirm_github(login: str) -> tuple[str, Blocks]:
         _section(text),
         {"type": "actions", "elements": buttons},
     ]
+
+
+def link_github(url: str) -> tuple[str, Blocks]:
+    """Shown only to a person without a linked GitHub account who asked for a PR."""
+    text = (
+        "Link your GitHub account and ask again: the pull request is then opened as you, and "
+        "your commits carry your GitHub name and email. The branch is pushed meanwhile."
+    )
+    button = {"type": "button", "text": {"type": "plain_text", "text": "Link GitHub"},
+              "url": url, "action_id": "link_github"}  # fmt: skip
+    return "Link your GitHub account", [_section(text), {"type": "actions", "elements": [button]}]
