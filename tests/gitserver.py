@@ -91,13 +91,15 @@ def make_repo(root: Path, name: str, files: dict[str, str]) -> Path:
     return bare
 
 
-def _service(request: web.Request) -> str:
+def service_of(request: web.Request) -> str:
+    """Which git service a smart-HTTP request is for."""
     if request.query.get("service") == RECEIVE_PACK or request.path.endswith(f"/{RECEIVE_PACK}"):
         return RECEIVE_PACK
     return UPLOAD_PACK
 
 
-def _basic_password(request: web.Request) -> str | None:
+def basic_password(request: web.Request) -> str | None:
+    """The password of a request's Basic credentials, which git sends as its token."""
     header = request.headers.get("Authorization", "")
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
@@ -150,7 +152,7 @@ class GitServer:
         await self.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        service, token = _service(request), _basic_password(request)
+        service, token = service_of(request), basic_password(request)
         self.requests.append(GitRequest(request.method, request.path, service, token))
         allowed = (
             self.write_tokens if service == RECEIVE_PACK else (self.read_tokens | self.write_tokens)
@@ -161,65 +163,72 @@ class GitServer:
                 text="authentication required\n",
                 headers={"WWW-Authenticate": 'Basic realm="git"'},
             )
-        return await self._cgi(request, user="writer" if token in self.write_tokens else "reader")
+        user = "writer" if token in self.write_tokens else "reader"
+        return await http_backend(request, self.root, request.path, user)
 
-    async def _cgi(self, request: web.Request, user: str) -> web.StreamResponse:
-        env = {
-            **isolated_git_env(),
-            "GIT_PROJECT_ROOT": str(self.root),
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "PATH_INFO": request.path,
-            "QUERY_STRING": request.query_string,
-            "REQUEST_METHOD": request.method,
-            "CONTENT_TYPE": request.headers.get("Content-Type", ""),
-            "REMOTE_USER": user,
-            "REMOTE_ADDR": request.remote or "127.0.0.1",
-        }
-        for header, variable in (
-            ("Content-Length", "CONTENT_LENGTH"),
-            ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
-            ("Git-Protocol", "GIT_PROTOCOL"),
-        ):
-            if header in request.headers:
-                env[variable] = request.headers[header]
-        proc = await asyncio.create_subprocess_exec(
-            "git",
-            "http-backend",
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        feeding = asyncio.ensure_future(self._feed(request, proc.stdin))
-        errors = asyncio.ensure_future(proc.stderr.read())
-        try:
-            status, headers = await _read_cgi_headers(proc.stdout)
-            response = web.StreamResponse(status=status, headers=headers)
-            await response.prepare(request)
-            while chunk := await proc.stdout.read(_CHUNK):
-                await response.write(chunk)
-            await response.write_eof()
-            await feeding
-        finally:
-            if proc.returncode is None and not feeding.done():
-                feeding.cancel()
-            await proc.wait()
-            stderr = (await errors).decode(errors="replace").strip()
-            if stderr:
-                log.info("git http-backend %s: %s", request.path, stderr)
-        return response
 
-    @staticmethod
-    async def _feed(request: web.Request, stdin: asyncio.StreamWriter) -> None:
-        try:
-            async for chunk in request.content.iter_chunked(_CHUNK):
-                stdin.write(chunk)
-                await stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # http-backend answered without reading everything (an error response)
-        finally:
-            stdin.close()
+async def http_backend(
+    request: web.Request, root: Path, path_info: str, remote_user: str
+) -> web.StreamResponse:
+    """Answer a smart-HTTP request with `git http-backend` over the bare repositories under
+    `root`; `path_info` names the repository and service (`/acme/calc.git/info/refs`). The
+    caller has decided already that `remote_user` may do what the request asks."""
+    env = {
+        **isolated_git_env(),
+        "GIT_PROJECT_ROOT": str(root),
+        "GIT_HTTP_EXPORT_ALL": "1",
+        "PATH_INFO": path_info,
+        "QUERY_STRING": request.query_string,
+        "REQUEST_METHOD": request.method,
+        "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+        "REMOTE_USER": remote_user,
+        "REMOTE_ADDR": request.remote or "127.0.0.1",
+    }
+    for header, variable in (
+        ("Content-Length", "CONTENT_LENGTH"),
+        ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
+        ("Git-Protocol", "GIT_PROTOCOL"),
+    ):
+        if header in request.headers:
+            env[variable] = request.headers[header]
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        "http-backend",
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    feeding = asyncio.ensure_future(_feed(request, proc.stdin))
+    errors = asyncio.ensure_future(proc.stderr.read())
+    try:
+        status, headers = await _read_cgi_headers(proc.stdout)
+        response = web.StreamResponse(status=status, headers=headers)
+        await response.prepare(request)
+        while chunk := await proc.stdout.read(_CHUNK):
+            await response.write(chunk)
+        await response.write_eof()
+        await feeding
+    finally:
+        if proc.returncode is None and not feeding.done():
+            feeding.cancel()
+        await proc.wait()
+        stderr = (await errors).decode(errors="replace").strip()
+        if stderr:
+            log.info("git http-backend %s: %s", request.path, stderr)
+    return response
+
+
+async def _feed(request: web.Request, stdin: asyncio.StreamWriter) -> None:
+    try:
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            stdin.write(chunk)
+            await stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # http-backend answered without reading everything (an error response)
+    finally:
+        stdin.close()
 
 
 async def _read_cgi_headers(stdout: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
