@@ -14,6 +14,7 @@ import pytest
 from core.crypto import Keyring, Signer
 from core.store import accounts as account_store
 from core.store.accounts import Account
+from tests.emulators.github import GitHubEmulator
 from tests.engine_helpers import until
 from tests.slack_fixtures import SlackSystem, start_slack
 
@@ -171,3 +172,48 @@ async def test_an_unlinked_person_asking_for_a_pr_gets_the_branch_a_compare_link
         assert button["url"].startswith(f"{system.engine.public_url}/github/login?state=")
         status, html, _ = await fetch(system, button["url"].removeprefix(system.engine.public_url))
         assert status == 200 and "Alice Anders" in html
+
+
+async def test_linking_through_github_stores_sealed_tokens_and_refuses_a_replayed_callback(
+    own_database_url: str, data_dir: Path
+) -> None:
+    # User tokens that expire within minutes: the next use refreshes them.
+    async with GitHubEmulator(seed=True, user_token_lifetime=120) as github:
+        settings = {
+            "github_api_url": github.api_url,
+            "github_web_url": github.url,
+            "github_client_id": github.client_id,
+            "github_client_secret": github.client_secret,
+        }
+        async with start_slack(own_database_url, data_dir, **settings) as system:
+            engine = system.engine
+            start = engine.accounts.login_url(engine.public_url, "T0EMULATOR", PERSON, "Alice")
+            state = state_of(start)
+            status, _, headers = await fetch(system, f"/github/authorize?state={state}")
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(headers["Location"], allow_redirects=False) as approved,
+            ):
+                back = approved.headers["Location"]  # GitHub sends octo back with a code
+            assert back.startswith(f"{engine.public_url}/github/callback?")
+            status, html, _ = await fetch(system, back.removeprefix(engine.public_url))
+            assert status == 200 and "@octo" in html, html
+            # Replayed: the state was used.
+            status, html, _ = await fetch(system, back.removeprefix(engine.public_url))
+            assert status == 403 and "used already" in html
+
+            stored = await account_store.get(system.runtime.pool, PERSON)
+            issued = [t for t, record in github.tokens.items() if record.kind == "user"]
+            assert stored is not None and not stored.confirmed and issued
+            row = await system.runtime.pool.fetchrow(
+                "SELECT * FROM github_accounts WHERE person_id = $1", PERSON
+            )
+            for token in issued:  # sealed: no token in clear in the row
+                assert all(token.encode() not in bytes(str(v), "utf-8") for v in row.values())
+                assert token.encode() not in row["access_token"]
+            assert stored.email == f"{stored.github_id}+octo@users.noreply.github.com"
+            assert await engine.github_login_of(PERSON) is None  # until Alice confirms
+
+            assert await engine.accounts.confirm(PERSON, "octo")
+            refreshed = await engine.accounts.user_token(PERSON)
+            assert refreshed and refreshed not in issued and github.store.alive(refreshed)
