@@ -80,19 +80,24 @@ async def _pending(system: SlackSystem, person: str, login: str) -> None:
     await account_store.put(system.runtime.pool, account)
 
 
+async def _asked(system: SlackSystem, login: str) -> tuple[str, dict]:
+    """A pending link of `login` for Alice, and the question it puts in her DM (what GitHub's
+    callback does once it has the tokens)."""
+    await _pending(system, PERSON, login)
+    await system.engine.ask_to_confirm_github("T0EMULATOR", PERSON, login, f"n-{login}")
+    dm = await system.slack.open_dm("UALICE")
+
+    async def question() -> dict | None:
+        return next((m for m in system.slack.messages(dm) if "confirm_github" in str(m)), None)
+
+    return dm, await until(question, what="the confirmation question in Alice's DM")
+
+
 async def test_a_pending_link_is_confirmed_only_by_its_person_then_signs_their_work(
     system: SlackSystem,
 ) -> None:
     slack, engine = system.slack, system.engine
-    await _pending(system, PERSON, "octo")
-    # What GitHub's callback does once it has the tokens: ask the person in their DM.
-    await engine.ask_to_confirm_github("T0EMULATOR", PERSON, "octo", "n1")
-    dm = await slack.open_dm("UALICE")
-
-    async def question() -> dict | None:
-        return next((m for m in slack.messages(dm) if "confirm_github" in str(m)), None)
-
-    asked = await until(question, what="the confirmation question in Alice's DM")
+    dm, asked = await _asked(system, "octo")
     assert "@octo" in asked["text"]
     # Bob cannot answer for Alice: a click is always the clicker's own answer.
     answered = await slack.click("UBOB", dm, asked["ts"], "confirm_github", "octo")
@@ -121,15 +126,8 @@ async def test_a_pending_link_is_confirmed_only_by_its_person_then_signs_their_w
 
 
 async def test_that_was_not_me_forgets_the_pending_account(system: SlackSystem) -> None:
-    slack, engine = system.slack, system.engine
-    await _pending(system, PERSON, "mallory")
-    await engine.ask_to_confirm_github("T0EMULATOR", PERSON, "mallory", "n2")
-    dm = await slack.open_dm("UALICE")
-
-    async def question() -> dict | None:
-        return next((m for m in slack.messages(dm) if "reject_github" in str(m)), None)
-
-    asked = await until(question, what="the confirmation question")
+    slack = system.slack
+    dm, asked = await _asked(system, "mallory")
     await slack.acked(await slack.click("UALICE", dm, asked["ts"], "reject_github", "mallory"))
     await until(lambda: "Not linked" in slack.messages(dm)[-1]["text"], what="the answer")
     assert await account_store.get(system.runtime.pool, PERSON) is None
