@@ -58,7 +58,7 @@ from core.store import sandboxes as sandbox_store
 log = logging.getLogger(__name__)
 
 SOCKET_INSIDE = "/run/open-inspect/engine.sock"
-_SPAWN_ATTEMPTS = 3
+_SPAWN_ATTEMPTS = 5
 _ETC = (
     "resolv.conf",
     "hosts",
@@ -585,6 +585,7 @@ class LocalSandbox:
                 self.sandbox_id,
                 attempt + 1,
             )
+            await asyncio.sleep(0.2 * attempt)  # a busy machine settles before the next try
             await self._respawn()
         # A fatal error frame (a failed clone) says more than the exit code.
         await asyncio.sleep(0.2)
