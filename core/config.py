@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     github_link_ttl_seconds: float = Field(
         600.0, gt=0, validation_alias=_ours("GITHUB_LINK_TTL_SECONDS")
     )
+    github_token_margin_seconds: float = Field(
+        300.0, ge=0, validation_alias=_ours("GITHUB_TOKEN_MARGIN_SECONDS")
+    )
+    github_repositories_ttl_seconds: float = Field(
+        300.0, gt=0, validation_alias=_ours("GITHUB_REPOSITORIES_TTL_SECONDS")
+    )
+    github_timeout_seconds: float = Field(
+        30.0, gt=0, validation_alias=_ours("GITHUB_TIMEOUT_SECONDS")
+    )
+    github_retry_seconds: float = Field(1.0, ge=0, validation_alias=_ours("GITHUB_RETRY_SECONDS"))
     anthropic_api_key: str | None = Field(None, validation_alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(None, validation_alias="ANTHROPIC_BASE_URL")
     openai_api_key: str | None = Field(None, validation_alias="OPENAI_API_KEY")

@@ -25,8 +25,12 @@ from core.actors.session import ActorContext, SessionActor, lease_name
 from core.broker import Broker, Subscription, SubscriptionLost
 from core.config import Settings, check_model
 from core.crypto import Keyring
-from core.errors import BadFields, BadInput, ConfigError, NotFound
+from core.errors import BadFields, BadInput, ConfigError, GitHubFailed, NotFound
 from core.eventlog import follow
+from core.github import on_host, pulls
+from core.github.app import GitHubApp
+from core.github.pulls import Proposal, PullRequest
+from core.github.repositories import InstallationRepositories
 from core.links import LinkRefused, LinkSigner
 from core.models import (
     Author,
@@ -124,6 +128,9 @@ class Engine:
         )
         # People's GitHub accounts: their tokens are sealed, so there is none without the key.
         self.accounts = GitHubAccounts(pool, broker, settings, keyring) if keyring else None
+        # The GitHub App (None when not configured): scoped tokens for git, its repositories.
+        self.github = GitHubApp.from_settings(settings, broker, keyring)
+        self._ctx.github = self.github
         # Where people reach this deployment's pages; the runtime sets it once it listens.
         self.public_url = (settings.public_url or "").rstrip("/")
 
@@ -641,6 +648,108 @@ class Engine:
         _check_key("person id", person_id)
         account = await self.accounts.linked(person_id) if self.accounts else None
         return account.login if account else None
+
+    # ----- GitHub ----------------------------------------------------------------------------
+
+    _repositories: InstallationRepositories | None = None
+
+    def _github_app(self) -> GitHubApp:
+        if self.github is None:
+            raise ConfigError(
+                "The GitHub App is not configured: set GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY "
+                "(or _PATH) and GITHUB_APP_INSTALLATION_ID."
+            )
+        return self.github
+
+    async def github_repositories(self) -> list[str]:
+        """`owner/name` of every repository the App's installation reaches, from the broker's
+        cache (OPEN_INSPECT_GITHUB_REPOSITORIES_TTL_SECONDS), listed by one replica when it
+        is empty."""
+        if self._repositories is None:
+            self._repositories = InstallationRepositories(
+                self._github_app(), self._broker, self.replica
+            )
+        return await self._repositories.names()
+
+    async def open_pull_request(
+        self, session_id: str, by: Author, user_token: str, thread_link: str | None
+    ) -> PullRequest:
+        """Push the session's work (after the running prompt), then open its pull request with
+        `by`'s own GitHub token, or find the open one and say it was updated (`created`
+        False). The page and the thread learn of it through a `pr_opened` event."""
+        info = await self.session(session_id)
+        repository = info.repository or ""
+        url = self.settings.repository_urls.get(repository)
+        if url is None or not on_host(url, self.settings.github_web_url):
+            raise BadInput(
+                f"This session's repository ({info.repository or 'none'}) is not on "
+                f"{self.settings.github_web_url}, so there is no pull request to open."
+            )
+        if not user_token:
+            raise BadInput("Link your GitHub account first: pull requests are opened as you.")
+        pushed = await self.push(session_id, by.name)
+        if pushed.type != "pushed":
+            raise GitHubFailed(
+                "The work could not be pushed, so no pull request was opened: "
+                f"{pushed.data.get('reason') or 'unknown reason'}"
+            )
+        branch, commit = str(pushed.data["branch"]), str(pushed.data.get("commit") or "")
+        pull = await pulls.open_or_update(
+            self.settings,
+            user_token,
+            Proposal(
+                repository=repository,
+                head=branch,
+                base=info.branch,
+                title=await self._pull_title(session_id),
+                body=await self._pull_body(info, by, thread_link),
+                update_note=f"Updated by Open-Inspect for {by.name}: {branch} is now at "
+                f"{commit[:12]}.",
+            ),
+        )
+        log.info(
+            "session %s: pull request %s %s by %s",
+            session_id,
+            pull.url,
+            "opened" if pull.created else "updated",
+            by.id,
+        )
+        await self._log_pull_request(session_id, pull, by)
+        return pull
+
+    async def _pull_title(self, session_id: str) -> str:
+        first = await prompt_store.first(self._pool, session_id)
+        return pulls.title_from(first.text if first else "")
+
+    async def _pull_body(self, info: SessionInfo, by: Author, thread_link: str | None) -> str:
+        lines = [f"Opened with Open-Inspect by {by.name}.", ""]
+        try:
+            lines.append(f"- Session: {await self.page_link(info.id)}")
+        except ConfigError:
+            pass  # no link secret: no page to point at
+        if thread_link:
+            lines.append(f"- Slack thread: {thread_link}")
+        authors = ", ".join(info.participant_names) or by.name
+        lines.append(f"- Prompts by: {authors}")
+        return "\n".join(lines) + "\n"
+
+    async def _log_pull_request(self, session_id: str, pull: PullRequest, by: Author) -> None:
+        """A `pr_opened` event, unless the log has this pull request already; written by the
+        session's actor (the log's only writer), waited for so that a card rendered next
+        shows it."""
+        logged = await self.latest_of_types(session_id, ("pr_opened",))
+        if logged and logged[0].data.get("url") == pull.url:
+            return
+        after = (await self.session(session_id)).last_seq
+        message = {"kind": "pr_opened", "url": pull.url, "number": pull.number, "by": by.name}
+        await self._deliver(session_id, message)
+        try:
+            async with asyncio.timeout(self.settings.github_timeout_seconds):
+                async for event in follow(self._pool, self._broker, session_id, after):
+                    if event.type == "pr_opened" and event.data.get("url") == pull.url:
+                        return
+        except TimeoutError:
+            log.warning("session %s: pr_opened for %s not logged yet", session_id, pull.url)
 
 
 def _blank_is_none(value: str | None) -> str | None:

@@ -51,3 +51,8 @@ class SandboxRefused(SandboxFailed):
 class AgentFailed(SandboxFailed):
     """The agent could not finish the prompt (the model failed, a limit was hit); the sandbox
     itself is fine and keeps the conversation."""
+
+
+class GitHubFailed(OpenInspectError):
+    """GitHub refused or failed a request (a token, a pull request): the message says what
+    to change, or to try again when GitHub itself was failing."""

@@ -3,6 +3,11 @@
 A sandbox's git asks here (through its credential helper) on every clone, fetch and push. It
 gets the read credential of its own session's repository, and the write credential only while
 a push that core started is under way. Credentials never enter a remote URL or `.git/config`.
+
+With the GitHub App configured, a repository on GITHUB_WEB_URL's host gets installation tokens
+scoped to it (`core.github.app`): a read token for clones and fetches, and for a push a write
+token minted for that push alone, which the session's actor revokes when the push ends. Other
+repositories keep the credentials of their clone URL.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from aiohttp import web
 from core.bridge import bearer
 from core.broker import Broker
 from core.config import Settings
+from core.errors import GitHubFailed
+from core.github.app import GitHubApp
 from core.store import sandboxes as sandbox_store
 from core.store import sessions as session_store
 
@@ -32,10 +39,17 @@ def _repo_path(path: str) -> str:
 
 
 class GitCredentials:
-    def __init__(self, pool: asyncpg.Pool, broker: Broker, settings: Settings) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        broker: Broker,
+        settings: Settings,
+        github: GitHubApp | None = None,
+    ) -> None:
         self._pool = pool
         self._broker = broker
         self._settings = settings
+        self._github = github
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/git/credentials", self.handle)
@@ -72,6 +86,13 @@ class GitCredentials:
             return web.json_response(
                 {"error": f"this sandbox may only reach {info.repository}"}, status=403
             )
+        if self._github is not None and self._github.hosts(url):
+            rejected = str(asked.get("fingerprint", ""))
+            return await self._app_token(
+                session_id, sandbox_id, info.repository or "", operation, rejected
+            )
+        if operation == "reject":
+            return web.json_response({})  # a configured credential cannot be replaced here
         if operation == "write":
             if await self._broker.cache_get(push_key(sandbox_id)) is None:
                 return web.json_response(
@@ -89,3 +110,44 @@ class GitCredentials:
             "session %s: %s credentials handed to sandbox %s", session_id, operation, sandbox_id
         )
         return web.json_response({"username": user or "x-access-token", "password": secret})
+
+    async def _pushing(self, sandbox_id: str) -> bool:
+        return await self._broker.cache_get(push_key(sandbox_id)) is not None
+
+    async def _app_token(
+        self, session_id: str, sandbox_id: str, repository: str, operation: str, rejected: str
+    ) -> web.Response:
+        """An installation token of the GitHub App, scoped to the session's repository."""
+        assert self._github is not None
+        try:
+            if operation == "reject":
+                # Git's server refused a token we handed out (revoked or expired early): the
+                # next ask must not get it again.
+                await self._github.forget_read_token(repository, rejected)
+                return web.json_response({})
+            if operation == "write":
+                if not await self._pushing(sandbox_id):
+                    return web.json_response(
+                        {"error": "write access is only given during a push started by core"},
+                        status=403,
+                    )
+                token = await self._github.push_token(
+                    session_id, repository, lambda: self._pushing(sandbox_id)
+                )
+                if token is None:
+                    return web.json_response({"error": "the push has ended"}, status=403)
+            else:
+                token = await self._github.read_token(repository)
+        except GitHubFailed as exc:
+            log.warning(
+                "session %s: no GitHub token for sandbox %s: %s", session_id, sandbox_id, exc
+            )
+            return web.json_response({"error": str(exc)}, status=502)
+        log.info(
+            "session %s: %s token %s handed to sandbox %s",
+            session_id,
+            operation,
+            token.fingerprint,
+            sandbox_id,
+        )
+        return web.json_response({"username": "x-access-token", "password": token.token})

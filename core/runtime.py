@@ -62,7 +62,7 @@ def _app(runtime: Runtime, mounts: Sequence[Mount]) -> web.Application:
         mount(app, engine)
     runtime.bridge = BridgeEndpoint(runtime.pool, runtime.broker)
     runtime.bridge.add_routes(app)
-    GitCredentials(runtime.pool, runtime.broker, settings).add_routes(app)
+    GitCredentials(runtime.pool, runtime.broker, settings, engine.github).add_routes(app)
     anthropic = (
         Upstream(
             settings.anthropic_base_url or "https://api.anthropic.com", settings.anthropic_api_key
@@ -153,7 +153,9 @@ async def start(
         if serve_http:
             await _serve(runtime, data_dir, mounts)
         if provider is None and serve_http and settings.sandbox_provider == "local":
-            local = LocalProvider(settings, pool, broker, runtime.http_url, runtime.socket_path)
+            local = LocalProvider(
+                settings, pool, broker, runtime.http_url, runtime.socket_path, engine.github
+            )
             engine.use_provider(local)
             local.start_pool()
     except BaseException:

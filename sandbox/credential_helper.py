@@ -3,8 +3,10 @@
 Git runs `python -m sandbox.credential_helper get` and writes `key=value` lines describing the
 remote (protocol, host, path). We pass them on to core with the sandbox token and the operation
 (`read` unless the supervisor set `OPEN_INSPECT_GIT_OPERATION=write` for a push core started),
-and print what core hands out. Nothing is ever stored: `store` and `erase` do nothing, so the
-next operation asks again.
+and print what core hands out. Nothing is ever stored: `store` does nothing, so the next
+operation asks again. `erase` (git's server refused the credential) tells core the credential's
+fingerprint, never the credential, so that core stops handing out a token that was revoked or
+expired early.
 
 Git starts this for every authenticated request, so it uses the standard library only.
 When core refuses, we print nothing and exit 0: git then fails with an authentication error
@@ -13,6 +15,8 @@ When core refuses, we print nothing and exit 0: git then fails with an authentic
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -25,6 +29,7 @@ from typing import IO, Any
 DEFAULT_HTTP_PATH = "/git/credentials"
 DEFAULT_TIMEOUT = 10.0
 _FORWARDED_KEYS = ("protocol", "host", "path")
+_FINGERPRINT_CHARS = 12  # as core.github.app.fingerprint: a sha256 hex prefix
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -49,7 +54,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def read_request(stream: IO[str]) -> dict[str, str]:
+def read_request(stream: IO[str], keys: tuple[str, ...] = _FORWARDED_KEYS) -> dict[str, str]:
     """Git's description of the remote: `key=value` lines up to a blank line or EOF."""
     fields: dict[str, str] = {}
     for line in stream:
@@ -57,7 +62,7 @@ def read_request(stream: IO[str]) -> dict[str, str]:
         if not line:
             break
         key, sep, value = line.partition("=")
-        if sep and key in _FORWARDED_KEYS:
+        if sep and key in keys:
             fields[key] = value
     return fields
 
@@ -146,12 +151,29 @@ def get(stdin: IO[str], stdout: IO[str], stderr: IO[str], env: dict[str, str]) -
     stdout.flush()
 
 
+def erase(stdin: IO[str], env: dict[str, str]) -> None:
+    """Git's server refused the credential we printed: tell core which one (by fingerprint)."""
+    fields = read_request(stdin, (*_FORWARDED_KEYS, "password"))
+    url, token = env.get("OPEN_INSPECT_CREDENTIALS_URL"), env.get("OPEN_INSPECT_SANDBOX_TOKEN")
+    password = fields.pop("password", "")
+    if not url or not token or not password:
+        return
+    digest = hashlib.sha256(password.encode()).hexdigest()[:_FINGERPRINT_CHARS]
+    body = json.dumps({**fields, "operation": "reject", "fingerprint": digest}).encode()
+    timeout = float(env.get("OPEN_INSPECT_CREDENTIALS_TIMEOUT") or DEFAULT_TIMEOUT)
+    # Best effort: git fails the operation either way, and the next one asks again.
+    with contextlib.suppress(OSError, http.client.HTTPException):
+        post(url, token, body, timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "get":
         get(sys.stdin, sys.stdout, sys.stderr, dict(os.environ))
+    elif args and args[0] == "erase":
+        erase(sys.stdin, dict(os.environ))
     else:
-        # store / erase: nothing is kept between operations, so there is nothing to do.
+        # store: nothing is kept between operations, so there is nothing to do.
         sys.stdin.read()
     return 0
 

@@ -37,6 +37,8 @@ BASE_REF = "refs/open-inspect/base"
 _CREDENTIAL_VARS = ("OPEN_INSPECT_CREDENTIALS_URL", "OPEN_INSPECT_SANDBOX_TOKEN")
 _OPERATION_VAR = "OPEN_INSPECT_GIT_OPERATION"
 _STDERR_KEEP = 16 * 1024
+# What git says when the server refused the credential it was given.
+_REFUSED = "Authentication failed"
 
 _SECRET_PATTERNS = (
     re.compile(r"(?i)\b(password|passwd|token|secret|authorization)(\s*[=:]\s*)\S+"),
@@ -189,9 +191,7 @@ class Git:
         if branch is not None:
             args.append(f"--branch={branch}")
         args += ["--", url, str(self.workspace)]
-        result = await self._git(
-            args, env=self.remote_env(), cwd=self.workspace.parent, check=False
-        )
+        result = await self._read_remote(args, cwd=self.workspace.parent)
         if result.returncode == 0:
             return
         if branch is not None and "not found in upstream" in result.stderr:
@@ -199,7 +199,19 @@ class Git:
         raise self._error("clone", result.stderr)
 
     async def fetch(self) -> None:
-        await self._git(["fetch", "--quiet", "--prune", "origin"], env=self.remote_env())
+        result = await self._read_remote(["fetch", "--quiet", "--prune", "origin"])
+        if result.returncode != 0:
+            raise self._error("fetch", result.stderr)
+
+    async def _read_remote(self, args: list[str], cwd: Path | None = None) -> _Result:
+        """Run a command that reads the remote; once more when the server refused the
+        credential core handed out (revoked or expired early): git has told the credential
+        helper to erase it, so core hands out a new one."""
+        result = await self._git(args, env=self.remote_env(), cwd=cwd, check=False)
+        if result.returncode != 0 and _REFUSED in result.stderr:
+            log.info("git %s: the server refused the credential; asking for another", args[0])
+            result = await self._git(args, env=self.remote_env(), cwd=cwd, check=False)
+        return result
 
     async def push(self, branch: str) -> str:
         """Push HEAD to `branch` on origin, fast-forward only; returns the pushed commit."""

@@ -17,6 +17,7 @@ from core.broker import Broker, Lease
 from core.config import Settings
 from core.errors import AgentFailed, Fenced, SandboxFailed, SandboxRefused
 from core.eventlog import EventLog
+from core.github.app import GitHubApp
 from core.models import Prompt
 from core.sandboxes import PromptRequest, Sandbox, SandboxProvider, SessionOptions
 from core.sandboxes.breaker import SpawnBreaker
@@ -37,6 +38,7 @@ class ActorContext:
     provider: SandboxProvider | None
     replica: str
     breaker: SpawnBreaker
+    github: GitHubApp | None = None  # the GitHub App, when configured: pushes' write tokens
 
 
 def lease_name(session_id: str) -> str:
@@ -203,6 +205,10 @@ class SessionActor:
                 self._deferred.append(message)  # after the running prompt's commit
             else:
                 await self._push(message)
+        elif kind == "pr_opened":
+            pull = {"url": message["url"], "number": message["number"], "by": message.get("by")}
+            self._emit("pr_opened", pull)
+            await self._flush()
         else:
             log.warning("session %s: unknown message %r ignored", self.session_id, message)
 
@@ -246,9 +252,15 @@ class SessionActor:
             sandbox = await self._ensure_sandbox()
             commit = await sandbox.push(branch)
         except SandboxFailed as exc:
-            self._emit("push_failed", {**request, "reason": str(exc)})
+            outcome = ("push_failed", {**request, "reason": str(exc)})
         else:
-            self._emit("pushed", {**request, "commit": commit})
+            outcome = ("pushed", {**request, "commit": commit})
+        finally:
+            # The push's write token (if it got one) must not outlive it, whatever happened;
+            # revoked before the outcome is logged, so whoever sees the outcome sees it void.
+            if self._ctx.github is not None:
+                await self._ctx.github.end_push(self.session_id)
+        self._emit(*outcome)
         await self._flush()
 
     # ----- prompts ---------------------------------------------------------------------------

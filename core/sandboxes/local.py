@@ -26,15 +26,16 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
 import core
 from core.broker import Broker
 from core.config import Settings
-from core.errors import AgentFailed, SandboxFailed, SandboxRefused
+from core.errors import AgentFailed, GitHubFailed, SandboxFailed, SandboxRefused
 from core.gitcreds import push_key
+from core.github.app import GitHubApp
 from core.protocol import (
     AgentEventFrame,
     Author,
@@ -58,6 +59,9 @@ from core.store import sandboxes as sandbox_store
 log = logging.getLogger(__name__)
 
 SOCKET_INSIDE = "/run/open-inspect/engine.sock"
+# What git says when a server refused the token of a mirror's fetch (it is sent as a header,
+# so git goes on to look for a username it cannot ask for).
+_REFUSED = ("Authentication failed", "could not read Username")
 _SPAWN_ATTEMPTS = 5
 _ETC = (
     "resolv.conf",
@@ -87,6 +91,13 @@ def strip_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
+def with_userinfo(url: str, user: str, password: str) -> str:
+    """`url` carrying `user:password` (in place of any it had)."""
+    parts = urlsplit(strip_userinfo(url))
+    userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+    return urlunsplit(parts._replace(netloc=userinfo + parts.netloc))
+
+
 def local_path(url: str) -> Path | None:
     """The directory of a repository given as a path or file:// URL, else None."""
     if url.startswith("file://"):
@@ -106,12 +117,14 @@ class LocalProvider:
         broker: Broker,
         core_url: str,
         core_socket: Path | None,
+        github: GitHubApp | None = None,
     ) -> None:
         self.settings = settings
         self._pool = pool
         self._broker = broker
         self._core_url = core_url
         self._core_socket = core_socket
+        self._github = github  # the mirror of a repository on GitHub fetches with its token
         isolation = settings.sandbox_isolation
         self.bwrap = shutil.which("bwrap") if isolation != "none" else None
         own_network = self.bwrap and core_socket and isolation == "auto"
@@ -159,10 +172,32 @@ class LocalProvider:
     async def _mirror(self, repository: str, url: str, branch: str | None) -> Path:
         """The repository's mirror, fresh; SandboxRefused when it lacks the session's branch,
         which is cheaper to learn here than from a sandbox's failed clone."""
-        mirror = await self.mirrors.ensure(repository, url, os.environ)
+        if self._github is not None and self._github.hosts(url):
+            mirror = await self._mirror_with_app(repository, url, self._github)
+        else:
+            mirror = await self.mirrors.ensure(repository, url, os.environ)
         if branch is not None and not await self.mirrors.has_branch(mirror, branch):
             raise SandboxRefused(f"The branch {branch!r} does not exist in {repository}.")
         return mirror
+
+    async def _mirror_with_app(self, repository: str, url: str, github: GitHubApp) -> Path:
+        """The mirror fetched with the App's read token; once more with a new token when
+        GitHub refused the cached one (revoked or expired early)."""
+        for attempt in (1, 2):
+            try:
+                token = await github.read_token(repository)
+            except GitHubFailed as exc:
+                raise SandboxFailed(f"Could not get the repository: {exc}") from None
+            # Mirrors turn URL credentials into a header for the fetch and never store them.
+            authenticated = with_userinfo(url, "x-access-token", token.token)
+            try:
+                return await self.mirrors.ensure(repository, authenticated, os.environ)
+            except SandboxFailed as exc:
+                refused = any(said in str(exc) for said in _REFUSED)
+                if attempt == 2 or not refused:
+                    raise
+                await github.forget_read_token(repository, token.fingerprint)
+        raise AssertionError("unreachable")
 
     def session_root(self, session_id: str) -> Path:
         return self.settings.data_dir / "sessions" / session_id

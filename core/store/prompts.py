@@ -48,6 +48,14 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, prompt_id: int) -> Prompt
     return Prompt.from_row(row) if row else None
 
 
+async def first(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> Prompt | None:
+    """The session's first prompt (what the session is about)."""
+    row = await conn.fetchrow(
+        "SELECT * FROM prompts WHERE session_id = $1 ORDER BY id LIMIT 1", session_id
+    )
+    return Prompt.from_row(row) if row else None
+
+
 async def active(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> list[Prompt]:
     """Running and queued prompts of a session, oldest first."""
     rows = await conn.fetch(
