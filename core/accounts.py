@@ -31,6 +31,8 @@ from core.store import accounts as account_store
 from core.store.accounts import Account
 
 log = logging.getLogger(__name__)
+# PyGithub logs response bodies at DEBUG, and here the bodies are people's OAuth tokens.
+logging.getLogger("github.Requester").setLevel(logging.INFO)
 
 _PURPOSE = "github-link"
 _REFRESH_MARGIN = timedelta(minutes=5)
