@@ -31,6 +31,7 @@ from bot.people import People, Person
 from bot.render import cards
 from bot.render.mrkdwn import escape, mentioned_users, plain
 from bot.threads import ThreadRenderer
+from core.accounts import GitHubAccounts
 from core.broker import Broker, Lease
 from core.engine import Engine
 from core.errors import OpenInspectError
@@ -410,18 +411,37 @@ class SlackBot:
             link = await self.engine.page_link(session_id)
             await self._reply(thread, await commands.status(self.engine, session_id, link))
         elif command == "pr":
-            said, pushed = await commands.pull_request(self.engine, session_id, person.name)
-            await self._reply(thread, said)
-            if pushed is not None:
-                await self._offer_github_link(thread, person)
+            await self._pull_request(session_id, thread, person)
 
-    async def _offer_github_link(self, thread: Thread, person: Person) -> None:
-        """Someone without a linked GitHub account asked for a PR: the branch is pushed and
-        nothing is lost; only they see how to link theirs, so the next PR opens as them."""
-        accounts = self.engine.accounts
+    async def _pull_request(self, session_id: str, thread: Thread, person: Person) -> None:
+        """Open the session's pull request as the asker, with their own GitHub token. Without
+        one (not linked, or GitHub refused to refresh it) the branch is still pushed, and only
+        they see how to link, so that the next one opens as them."""
         author = person.author(thread.team)
-        if accounts is None or not accounts.configured or await accounts.linked(author.id):
-            return
+        accounts = self.engine.accounts
+        linking = accounts is not None and accounts.configured
+        token = await accounts.user_token(author.id) if accounts and linking else None
+        said, without_token = await commands.pull_request(
+            self.engine, session_id, author, token, await self._permalink(thread)
+        )
+        await self._reply(thread, said)
+        if without_token and accounts is not None and linking:
+            await self._offer_github_link(thread, person, accounts)
+
+    async def _permalink(self, thread: Thread) -> str | None:
+        try:
+            found = await self.client.chat_getPermalink(
+                channel=thread.channel, message_ts=thread.ts
+            )
+        except SlackApiError as exc:
+            log.warning("chat.getPermalink failed: %s", slack_error(exc))
+            return None
+        return found.get("permalink")
+
+    async def _offer_github_link(
+        self, thread: Thread, person: Person, accounts: GitHubAccounts
+    ) -> None:
+        author = person.author(thread.team)
         url = accounts.login_url(self.engine.public_url, thread.team, author.id, person.name)
         text, blocks = cards.link_github(url)
         await self.client.chat_postEphemeral(

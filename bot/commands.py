@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from bot.render.mrkdwn import cut, escape
 from core.config import Settings
 from core.engine import Engine
+from core.errors import BadInput, GitHubFailed
+from core.github import on_host
+from core.models import Author, session_branch
 from core.viewers import describe
 
 COMMANDS = ("stop", "status", "pr", "help")
@@ -17,7 +20,8 @@ HELP = """*What I understand*
 • `stop` (or 🛑 on the thread's first message, or the Stop button): stop the running prompt \
 and cancel the queue; the session stays open
 • `status`: what I am doing, what is queued, who is watching, what it cost
-• `pr`: push this session's work to `open-inspect/<session>`
+• `pr` (or Create PR): push this session's work to `open-inspect/<session>` and open its \
+pull request as you (link your GitHub account in my App Home)
 • 👀 on the thread's first message: follow the session; remove it to stop following
 • `help`: this message"""
 
@@ -60,31 +64,51 @@ async def status(engine: Engine, session_id: str, link: str) -> str:
     return "\n".join(lines)
 
 
-async def pull_request(engine: Engine, session_id: str, by: str) -> tuple[str, str | None]:
-    """Push the session's work (after the running prompt); say where it went. Returns what to
-    say and the branch pushed (None when nothing was)."""
+NO_CHANGES = "No changes to push: nothing in this session has changed a file yet."
+
+
+async def pull_request(
+    engine: Engine, session_id: str, by: Author, user_token: str | None, thread_link: str | None
+) -> tuple[str, bool]:
+    """Push the session's work (after the running prompt) and, with the asker's own GitHub
+    token, open its pull request (or update the open one). Returns what to say and whether the
+    branch went to GitHub without a pull request, for want of the asker's token."""
     latest = await engine.latest_of_types(session_id, ("prompt_complete",))
     changes = latest[0].data if latest else {}
     total = changes.get("total") if isinstance(changes.get("total"), dict) else changes
     if not latest or not total.get("files"):
-        return "No changes to push: nothing in this session has changed a file yet.", None
-    event = await engine.push(session_id, by=by)
+        return NO_CHANGES, False
+    info = await engine.session(session_id)
+    compare = compare_url(engine.settings, info.repository, session_branch(session_id))
+    if user_token and compare is not None:
+        try:
+            pull = await engine.open_pull_request(session_id, by, user_token, thread_link)
+        except (GitHubFailed, BadInput) as exc:
+            said = f"*No pull request:* {escape(str(exc))}"
+            if await engine.latest_of_types(session_id, ("pushed",)):
+                said += f" Meanwhile: <{compare}|compare the branch on GitHub>."
+            return said, False
+        done = "Opened" if pull.created else "Updated"
+        return (
+            f"*{done} pull request* <{pull.url}|{escape(info.repository or '')}#{pull.number}> "
+            f"as {escape(by.name)}, from `{session_branch(session_id)}`.",
+            False,
+        )
+    event = await engine.push(session_id, by=by.name)
     if event.type != "pushed":
         reason = escape(str(event.data.get("reason") or "unknown reason"))
-        return f"*Push failed:* {reason}", None
+        return f"*Push failed:* {reason}", False
     branch, commit = str(event.data.get("branch")), str(event.data.get("commit") or "")[:12]
     said = f"Pushed `{escape(branch)}` (commit `{commit}`) to the repository's origin."
-    info = await engine.session(session_id)
-    if (compare := compare_url(engine.settings, info.repository, branch)) is not None:
-        said += f" <{compare}|Compare and open a pull request on GitHub>."
-    return said, branch
+    if compare is None:
+        return said, False
+    return f"{said} <{compare}|Compare and open a pull request on GitHub>.", True
 
 
 def compare_url(settings: Settings, repository: str | None, branch: str) -> str | None:
     """GitHub's page that compares the pushed branch with the default one (and offers to open
     a pull request), for a repository hosted on this deployment's GitHub."""
     clone = settings.repository_urls.get(repository or "")
-    web = settings.github_web_url.rstrip("/")
-    if clone is None or urlsplit(clone).netloc != urlsplit(web).netloc:
+    if clone is None or not on_host(clone, settings.github_web_url):
         return None
-    return f"{web}/{repository}/compare/{quote(branch)}?expand=1"
+    return f"{settings.github_web_url.rstrip('/')}/{repository}/compare/{quote(branch)}?expand=1"

@@ -11,6 +11,11 @@ PROMPT_STATES = ("queued", "running", "done", "failed", "stopped", "cancelled", 
 FINAL_PROMPT_STATES = frozenset(PROMPT_STATES[2:])
 
 
+def session_branch(session_id: str) -> str:
+    """The branch a session's work is pushed to."""
+    return f"open-inspect/{session_id}"
+
+
 @dataclass(frozen=True)
 class Author:
     """Who wrote a prompt: `id` is ours (`slack:T1:U1`, `cli:alice`)."""

@@ -4,6 +4,7 @@ real ones), the page, and the real Bolt app connected over Socket Mode."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,3 +81,27 @@ async def start_slack(
         await system.bot.close()
         await running.close()
         await slack.stop()
+
+
+def bot_posts(system: SlackSystem, channel: str, thread_ts: str) -> list[dict]:
+    return [m for m in system.slack.messages(channel, thread_ts) if m.get("bot_id")]
+
+
+def text_of(message: dict) -> str:
+    return json.dumps(message.get("blocks") or []) + message.get("text", "")
+
+
+async def posted(system: SlackSystem, channel: str, thread_ts: str, needle: str) -> dict:
+    async def find() -> dict | None:
+        for message in bot_posts(system, channel, thread_ts):
+            if needle in text_of(message):
+                return message
+        return None
+
+    try:
+        return await until(find, what=f"a bot message containing {needle!r}")
+    except AssertionError:
+        print("\n".join(system.slack.transcript(channel, thread_ts)))
+        for call in system.slack.journal:
+            print(call["method"], call.get("error") or "ok", str(call["args"])[:160])
+        raise

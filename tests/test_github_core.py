@@ -24,46 +24,26 @@ from core.github.app import READ, WRITE, GitHubApp
 from core.github.pulls import Proposal
 from core.models import Author
 from core.store import sandboxes as sandbox_store
-from tests.emulators.github.model import Token
 from tests.emulators.github.server import GitHubEmulator
 from tests.engine_helpers import fast_settings, start_runtime, until
+from tests.github_fixtures import (
+    REPOSITORY,
+    app_settings,
+    assert_no_token,
+    calc_on_github,
+    installation_tokens,
+)
 from tests.gitserver import add_branch, git
-from tests.sandbox_fixtures import CALC, TEST_CALC, System, bash_script, fixing_script, start_system
+from tests.sandbox_fixtures import System, bash_script, fixing_script, start_system
 
-REPOSITORY = "acme/calc"
 OCTO = Author("slack:T1:UOCTO", "Octo Cat", "octo@example.com")
 THREAD_LINK = "https://acme.slack.com/archives/C1/p1700000000000100"
 
 
 @pytest.fixture
 async def github(tmp_path: Path) -> AsyncIterator[GitHubEmulator]:
-    emulator = GitHubEmulator(root=tmp_path / "github")
-    emulator.add_user("octo", name="Octo Cat", email="octo@example.com")
-    emulator.add_repository(
-        "acme",
-        "calc",
-        files={"calc.py": CALC, "test_calc.py": TEST_CALC, "README.md": "# calc\n"},
-        collaborators={"octo": "write"},
-    )
-    async with emulator:
+    async with calc_on_github(tmp_path / "github") as emulator:
         yield emulator
-
-
-def app_settings(github: GitHubEmulator, **overrides: Any) -> dict[str, Any]:
-    """The App's configuration, for a deployment whose repository lives in the emulator."""
-    values: dict[str, Any] = dict(
-        github_api_url=github.api_url,
-        github_web_url=github.url,
-        github_app_id=str(github.app_id),
-        github_app_private_key=github.private_key_pem,
-        github_app_installation_id=str(github.installation.id),
-        github_retry_seconds=0.01,
-        repositories=[f"{REPOSITORY}={github.clone_url(REPOSITORY)}"],
-        # The emulator listens on this machine's loopback.
-        sandbox_isolation="host-network",
-    )
-    values.update(overrides)
-    return values
 
 
 @pytest.fixture
@@ -79,25 +59,12 @@ def thread() -> str:
     return f"slack:T1:C1:{uuid.uuid4().hex[:10]}"
 
 
-def installation_tokens(github: GitHubEmulator, permissions: dict[str, str]) -> list[Token]:
-    return [
-        t
-        for t in github.tokens.values()
-        if t.kind == "installation" and t.permissions == permissions
-    ]
-
-
 def calls(github: GitHubEmulator, method: str, path: str) -> int:
     return sum(1 for c in github.journal if c.method == method and c.path == path)
 
 
 async def event_json(system: System, session_id: str) -> str:
     return "\n".join(f"{row['type']} {row['data']}" for row in await system.events(session_id))
-
-
-def assert_no_token(github: GitHubEmulator, text: str, where: str) -> None:
-    for value in github.tokens:
-        assert value not in text, f"a token the emulator issued ({value[:8]}…) is in {where}"
 
 
 async def fixed_session(system: System, key: str | None = None) -> str:

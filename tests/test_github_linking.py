@@ -16,6 +16,7 @@ from core.store import accounts as account_store
 from core.store.accounts import Account
 from tests.emulators.github import GitHubEmulator
 from tests.engine_helpers import until
+from tests.github_fixtures import fetch, state_of
 from tests.slack_fixtures import SlackSystem, start_slack
 
 PERSON = "slack:T0EMULATOR:UALICE"
@@ -26,18 +27,6 @@ async def system(own_database_url: str, data_dir: Path):
     github = {"github_client_id": "Iv1.client", "github_client_secret": "secret"}
     async with start_slack(own_database_url, data_dir, **github) as running:
         yield running
-
-
-async def fetch(system: SlackSystem, path: str) -> tuple[int, str, dict]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(system.runtime.http_url + path, allow_redirects=False) as response,
-    ):
-        return response.status, await response.text(), dict(response.headers)
-
-
-def state_of(url: str) -> str:
-    return parse_qs(urlsplit(url).query)["state"][0]
 
 
 async def test_the_login_page_names_the_person_to_be_linked_and_goes_on_to_github(

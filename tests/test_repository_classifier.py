@@ -24,8 +24,8 @@ from core.engine import Engine
 from tests.emulators.llm import LLMEmulator
 from tests.engine_helpers import fast_settings
 from tests.scripted import ScriptedProvider
-from tests.slack_fixtures import start_slack
-from tests.test_slack_bot import ALICE, BOB, WORK, posted, text_of
+from tests.slack_fixtures import posted, start_slack, text_of
+from tests.test_slack_bot import ALICE, BOB, WORK
 
 REAL_KEY = "real-provider-key"
 # Clone URLs may carry credentials: the model must only ever see names.

@@ -13,7 +13,7 @@ from tests.emulators.llm.server import LLMEmulator
 from tests.engine_helpers import until
 from tests.gitserver import git
 from tests.sandbox_fixtures import PROVIDER_KEY, calc_repo
-from tests.slack_fixtures import SlackSystem, start_slack
+from tests.slack_fixtures import SlackSystem, bot_posts, posted, start_slack, text_of
 from tests.web_helpers import DIFF
 
 ALICE, BOB = "UALICE", "UBOB"
@@ -43,30 +43,6 @@ WORK = steps(
                                        "deletions": 1}], "stat": "1 file changed",
                             "diff": DIFF}}},
 )  # fmt: skip
-
-
-def bot_posts(system: SlackSystem, channel: str, thread_ts: str) -> list[dict]:
-    return [m for m in system.slack.messages(channel, thread_ts) if m.get("bot_id")]
-
-
-def text_of(message: dict) -> str:
-    return json.dumps(message.get("blocks") or []) + message.get("text", "")
-
-
-async def posted(system: SlackSystem, channel: str, thread_ts: str, needle: str) -> dict:
-    async def find() -> dict | None:
-        for message in bot_posts(system, channel, thread_ts):
-            if needle in text_of(message):
-                return message
-        return None
-
-    try:
-        return await until(find, what=f"a bot message containing {needle!r}")
-    except AssertionError:
-        print("\n".join(system.slack.transcript(channel, thread_ts)))
-        for call in system.slack.journal:
-            print(call["method"], call.get("error") or "ok", str(call["args"])[:160])
-        raise
 
 
 async def said(system: SlackSystem, needle: str) -> None:

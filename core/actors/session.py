@@ -18,7 +18,7 @@ from core.config import Settings
 from core.errors import AgentFailed, Fenced, SandboxFailed, SandboxRefused
 from core.eventlog import EventLog
 from core.github.app import GitHubApp
-from core.models import Prompt
+from core.models import Prompt, session_branch
 from core.sandboxes import PromptRequest, Sandbox, SandboxProvider, SessionOptions
 from core.sandboxes.breaker import SpawnBreaker
 from core.store import prompts as prompt_store
@@ -246,7 +246,7 @@ class SessionActor:
         self._emit("usage", usage, prompt_id=prompt_id, mutate=add)
 
     async def _push(self, message: dict[str, Any]) -> None:
-        branch = f"open-inspect/{self.session_id}"
+        branch = session_branch(self.session_id)
         request = {"request_id": message["request_id"], "by": message.get("by"), "branch": branch}
         try:
             sandbox = await self._ensure_sandbox()

@@ -726,7 +726,13 @@ class LocalSandbox:
         try:
             await self._channel.send(Push(request_id=request_id, branch=branch))
             result = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise SandboxFailed(
+                f"The push did not finish within {timeout:.0f} s: the remote may be slow or "
+                "unreachable. Nothing is lost: ask again."
+            ) from None
         finally:
+            self._pushes.pop(request_id, None)
             await broker.cache_delete(push_key(self.sandbox_id))
         if isinstance(result, PushError):
             raise SandboxFailed(f"The push failed: {result.message}")
