@@ -366,7 +366,7 @@ class SlackBot:
         team, channel = body["team"]["id"], body["channel"]["id"]
         repository = action.get("value") or (action.get("selected_option") or {}).get("value")
         picker = await self.people.get(body["user"]["id"])
-        if repository not in self.engine.settings.repository_urls or self.people.refusal(
+        if repository not in await self.engine.repositories() or self.people.refusal(
             picker, team, channel
         ):
             return
@@ -388,7 +388,7 @@ class SlackBot:
     async def _on_suggest(self, ack: Any, body: dict[str, Any]) -> None:
         """Search the repositories as someone types in the picker."""
         query = str(body.get("value") or "").lower()
-        known = sorted(self.engine.settings.repository_urls)
+        known = await self.engine.repositories()
         await ack(options=cards.repository_options([r for r in known if query in r.lower()]))
 
     # ----- what the listeners start ----------------------------------------------------------
@@ -449,13 +449,14 @@ class SlackBot:
         )
 
     async def _ask_repository(self, thread: Thread, person: Person, ts: str, text: str) -> None:
-        known = sorted(self.engine.settings.repository_urls)
+        known = await self.engine.repositories()
         if not known:
             self.spawn(
                 self._reply(
                     thread,
                     "No repositories are configured, so I cannot start. An admin sets "
-                    "`OPEN_INSPECT_REPOSITORIES` (`owner/name=clone-url,…`).",
+                    "`OPEN_INSPECT_REPOSITORIES` (`owner/name=clone-url,…`) or installs the "
+                    "GitHub App on some.",
                 ),
                 "no repositories",
             )

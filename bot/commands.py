@@ -108,7 +108,7 @@ async def pull_request(
 def compare_url(settings: Settings, repository: str | None, branch: str) -> str | None:
     """GitHub's page that compares the pushed branch with the default one (and offers to open
     a pull request), for a repository hosted on this deployment's GitHub."""
-    clone = settings.repository_urls.get(repository or "")
+    clone = settings.repository_url(repository or "")
     if clone is None or not on_host(clone, settings.github_web_url):
         return None
     return f"{settings.github_web_url.rstrip('/')}/{repository}/compare/{quote(branch)}?expand=1"

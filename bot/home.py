@@ -51,7 +51,7 @@ class Home:
         settings = self.engine.settings
         modal = render.defaults_modal(
             await self.engine.defaults_of(person.author(team).id),
-            sorted(settings.repository_urls),
+            await self.engine.repositories(),
             settings.model,
         )
         try:

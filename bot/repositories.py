@@ -48,7 +48,7 @@ async def resolve(
 ) -> str | None:
     """`person_default` is the asking person's own default. It comes before the channel's:
     what someone chose for themselves says more about what they mean than where they ask."""
-    known = sorted(engine.settings.repository_urls)
+    known = await engine.repositories()
     if (named := named_in(text, known)) is not None:
         return named
     if person_default in known:

@@ -264,12 +264,13 @@ async def settings_command(settings: Settings, action: str, key: str, repository
 
     by = f"cli:{getpass.getuser()}"
     clear = repository == "-"
-    if not clear and repository and repository not in settings.repository_urls:
-        raise ConfigError(
-            f"{repository} is not in OPEN_INSPECT_REPOSITORIES; known: "
-            f"{', '.join(sorted(settings.repository_urls)) or 'none'}"
-        )
     async with _engine_for_command(settings) as engine:
+        known = await engine.repositories()
+        if not clear and repository and repository not in known:
+            raise ConfigError(
+                f"{repository} is not one of this deployment's repositories; known: "
+                f"{', '.join(known[:20]) or 'none'}{' …' if len(known) > 20 else ''}"
+            )
         if action == "channel-default":
             await engine.set_setting(channel_default_key(key), None if clear else repository, by)
         elif action == "keyword":

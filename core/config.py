@@ -21,6 +21,8 @@ def _ours(name: str) -> AliasChoices:
 
 
 # The provider picks the SDK and the proxy route; the name after it goes to the provider as is.
+# A repository's name, owner/name.
+OWNER_NAME = re.compile(r"[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+")
 _MODEL = re.compile(r"(anthropic|openai):\S{1,200}")
 
 
@@ -222,6 +224,15 @@ class Settings(BaseSettings):
     @property
     def repository_urls(self) -> dict[str, str]:
         return dict(item.split("=", 1) for item in self.repositories)
+
+    def repository_url(self, name: str) -> str | None:
+        """Where `name` (owner/name) is cloned from: as OPEN_INSPECT_REPOSITORIES says, or, with
+        a GitHub App, from GITHUB_WEB_URL (whose installation then decides whether it may)."""
+        if (url := self.repository_urls.get(name)) is not None:
+            return url
+        if self.integrations()["github_app"] and OWNER_NAME.fullmatch(name):
+            return f"{self.github_web_url.rstrip('/')}/{name}.git"
+        return None
 
     @property
     def push_credentials(self) -> dict[str, tuple[str, str]]:

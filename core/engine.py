@@ -23,7 +23,7 @@ from core import classifier
 from core.accounts import GitHubAccounts
 from core.actors.session import ActorContext, SessionActor, lease_name
 from core.broker import Broker, Subscription, SubscriptionLost
-from core.config import Settings, check_model
+from core.config import OWNER_NAME, Settings, check_model
 from core.crypto import Keyring
 from core.errors import BadFields, BadInput, ConfigError, GitHubFailed, NotFound
 from core.eventlog import follow
@@ -58,7 +58,6 @@ from core.viewers import Viewer, keep_present, watchers
 log = logging.getLogger(__name__)
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/\-]{0,255}")
-_REPOSITORY = re.compile(r"[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+")
 # Stricter than `git check-ref-format --branch`: path parts of letters, digits and _.+- that
 # start with a letter, digit or _, so a name can never pass for an option or a revision range.
 _BRANCH_PART = r"[A-Za-z0-9_][A-Za-z0-9_.+\-]*"
@@ -187,7 +186,7 @@ class Engine:
         _check_key("author id", author.id)
         if not author.name or not author.name.strip():
             raise BadInput("The prompt has no author name.")
-        if repository is not None and not _REPOSITORY.fullmatch(repository):
+        if repository is not None and not OWNER_NAME.fullmatch(repository):
             raise BadInput(f"{repository!r} is not a repository name of the form owner/name.")
         if model is not None:
             _check_model(model)
@@ -577,16 +576,12 @@ class Engine:
         the model when OPEN_INSPECT_REPOSITORY_CLASSIFIER is on. None when it is off, unsure
         or failing: never an exception, since the person is asked to pick either way."""
         settings = self.settings
-        if not settings.repository_classifier or not settings.repository_urls:
+        if not settings.repository_classifier or not (known := await self.repositories()):
             return None
         model = settings.classifier_model or settings.model
         assert model is not None, "Settings gives the deployment a model"
         return await classifier.propose(
-            self._model_proxy,
-            model,
-            settings.classifier_timeout_seconds,
-            settings.repository_urls,
-            text,
+            self._model_proxy, model, settings.classifier_timeout_seconds, known, text
         )
 
     # ----- a person's sessions and defaults ---------------------------------------------------
@@ -619,13 +614,13 @@ class Engine:
         repository, model, branch = (_blank_is_none(v) for v in (repository, model, branch))
         problems: dict[str, str] = {}
         if repository is not None:
-            known = {name.lower(): name for name in self.settings.repository_urls}
+            known = {name.lower(): name for name in await self.repositories()}
             if repository.lower() in known:
                 repository = known[repository.lower()]  # as configured, whatever the case
             else:
                 problems["repository"] = (
                     f"{repository!r} is not one of this deployment's repositories "
-                    "(OPEN_INSPECT_REPOSITORIES)."
+                    "(OPEN_INSPECT_REPOSITORIES, or the GitHub App's)."
                 )
         for field, value, check in (
             ("model", model, _check_model),
@@ -661,6 +656,20 @@ class Engine:
             )
         return self.github
 
+    async def repositories(self) -> list[str]:
+        """Every repository sessions may work in, sorted: OPEN_INSPECT_REPOSITORIES and, with
+        a GitHub App, every repository its installation reaches (`github_repositories`). When
+        GitHub cannot be asked, the configured ones, and a warning in the log."""
+        configured = set(self.settings.repository_urls)
+        if self.github is None:
+            return sorted(configured)
+        try:
+            listed = await self.github_repositories()
+        except GitHubFailed as exc:
+            log.warning("the GitHub App's repositories could not be listed: %s", exc)
+            listed = []
+        return sorted(configured.union(listed))
+
     async def github_repositories(self) -> list[str]:
         """`owner/name` of every repository the App's installation reaches, from the broker's
         cache (OPEN_INSPECT_GITHUB_REPOSITORIES_TTL_SECONDS), listed by one replica when it
@@ -679,7 +688,7 @@ class Engine:
         False). The page and the thread learn of it through a `pr_opened` event."""
         info = await self.session(session_id)
         repository = info.repository or ""
-        url = self.settings.repository_urls.get(repository)
+        url = self.settings.repository_url(repository)
         if url is None or not on_host(url, self.settings.github_web_url):
             raise BadInput(
                 f"This session's repository ({info.repository or 'none'}) is not on "

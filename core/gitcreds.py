@@ -69,7 +69,7 @@ class GitCredentials:
         except (ValueError, AttributeError):
             return web.json_response({"error": "expected a JSON object"}, status=400)
         info = await session_store.get(self._pool, session_id)
-        url = self._settings.repository_urls.get(info.repository or "")
+        url = self._settings.repository_url(info.repository or "")
         if url is None:
             return web.json_response({"error": "this session has no remote repository"}, status=404)
         remote = urlsplit(url)

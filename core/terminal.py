@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core import runtime
-from core.config import Settings
+from core.config import OWNER_NAME, Settings
 from core.datadir import DataDir
 from core.errors import ConfigError
 from core.models import Author, Event
 from core.viewers import Viewer
-
-_OWNER_NAME = re.compile(r"[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+")
 
 
 def resolve_repository(settings: Settings, repo: str) -> tuple[str, Settings]:
@@ -37,7 +35,7 @@ def resolve_repository(settings: Settings, repo: str) -> tuple[str, Settings]:
         if not (path / "HEAD").exists() and not (path / ".git").exists():
             raise ConfigError(f"{repo} is not a git repository.")
         name, url = f"local/{path.resolve().name}", str(path.resolve())
-    elif _OWNER_NAME.fullmatch(repo):
+    elif OWNER_NAME.fullmatch(repo):
         raise ConfigError(
             f"Unknown repository {repo}: add it to OPEN_INSPECT_REPOSITORIES as "
             f"{repo}=<clone url>, or pass a git URL or a local path."

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.repositories import resolve
 from core.broker.redis import RedisBroker
 from core.crypto import Keyring, generate_key
 from core.errors import GitHubFailed
@@ -224,22 +225,47 @@ async def test_two_thousand_repositories_are_listed_through_pages_once_per_ttl(
     running = await start_runtime(
         database_url,
         data_dir,
+        # Only acme/calc is configured: the others come from the App's installation.
         **app_settings(github, redis_url=redis_url, redis_prefix=redis_prefix, warm_pool=0),
     )
+    engine = running.engine
     try:
-        names = await asyncio.gather(*(running.engine.github_repositories() for _ in range(5)))
+        names = await asyncio.gather(*(engine.repositories() for _ in range(5)))
         listed = calls(github, "GET", "/installation/repositories")
-        again = await running.engine.github_repositories()
+        resolved = await resolve(engine, "the cache in acme/SERVICE-1998 leaks", "C1")
+        again = await engine.repositories()
     finally:
         await running.close()
 
     assert all(n == names[0] for n in names)
     assert len(names[0]) == 2000 and REPOSITORY in names[0] and "acme/service-1998" in names[0]
     assert listed == 20, github.dump()
+    assert resolved == "acme/service-1998"
     assert again == names[0]
     assert calls(github, "GET", "/installation/repositories") == 20, "cached: no second listing"
     listing = [t for t in github.tokens.values() if t.permissions == {"metadata": "read"}]
     assert len(listing) == 1 and listing[0].revoked
+
+
+async def test_a_session_works_in_a_repository_that_only_the_app_reaches(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path, github: GitHubEmulator
+) -> None:
+    github.add_repository("acme", "website", files={"index.html": "<h1>hi</h1>\n"})
+    overrides = app_settings(
+        github, redis_url=redis_url, redis_prefix=redis_prefix, repositories=[]
+    )
+    async with start_system(database_url, tmp_path, **overrides) as system:
+        assert await system.engine.repositories() == ["acme/calc", "acme/website"]
+        system.llm.script = bash_script("cat index.html", final="It says hi.")
+        receipt = await system.prompt(
+            "What does the page say?", thread(), repository="acme/website"
+        )
+        state = await system.finish(receipt.prompt_id, "done", "failed")
+        events = await event_json(system, receipt.session_id)
+    assert state == "done", events
+    assert "<h1>hi</h1>" in events
+    readers = installation_tokens(github, READ)
+    assert readers and {t.repositories for t in readers} == {frozenset({"acme/website"})}
 
 
 # ----- pull requests ----------------------------------------------------------------------------

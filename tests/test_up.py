@@ -269,6 +269,6 @@ def test_settings_command_sets_channel_defaults_and_keywords(database_url: str) 
     assert 'slack.channel_default:C0123 = "acme/web"' in shown.stdout
     assert 'slack.keyword_rules = [["frontend", "acme/web"]]' in shown.stdout
     unknown = settings("keyword", "x", "acme/nope")
-    assert unknown.returncode == 2 and "not in OPEN_INSPECT_REPOSITORIES" in unknown.stderr
+    assert unknown.returncode == 2 and "not one of this deployment" in unknown.stderr
     cleared = settings("channel-default", "C0123", "-")
     assert "channel_default" not in cleared.stdout

@@ -144,11 +144,12 @@ class LocalProvider:
     async def create(
         self, session_id: str, repository: str | None, options: SessionOptions
     ) -> LocalSandbox:
-        url = self.settings.repository_urls.get(repository) if repository else None
+        url = self.settings.repository_url(repository) if repository else None
         if repository and url is None:
             raise SandboxRefused(
                 f"The repository {repository} is not configured: add it to "
-                "OPEN_INSPECT_REPOSITORIES as owner/name=clone-url."
+                "OPEN_INSPECT_REPOSITORIES as owner/name=clone-url, or install the GitHub App "
+                "on it."
             )
         # A resumed workspace has its history and just fetches; a new one borrows the
         # mirror's objects instead of downloading them all.
