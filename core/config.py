@@ -21,6 +21,7 @@ def _ours(name: str) -> AliasChoices:
 
 
 # The provider picks the SDK and the proxy route; the name after it goes to the provider as is.
+AGENTS = ("builtin", "opencode")
 # A repository's name, owner/name.
 OWNER_NAME = re.compile(r"[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+")
 _MODEL = re.compile(r"(anthropic|openai):\S{1,200}")
@@ -83,6 +84,15 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, validation_alias=_ours("PUBLIC_URL"))
     model: str | None = Field(None, validation_alias=_ours("MODEL"))
     agent: Literal["builtin", "opencode"] = Field("builtin", validation_alias=_ours("AGENT"))
+    agent_repositories: CommaList = Field(
+        default_factory=list, validation_alias=_ours("AGENT_REPOSITORIES")
+    )
+    opencode_bin: Path | None = Field(None, validation_alias=_ours("OPENCODE_BIN"))
+    opencode_dir: Path | None = Field(None, validation_alias=_ours("OPENCODE_DIR"))
+    opencode_stall_seconds: float = Field(
+        600.0, gt=0, validation_alias=_ours("OPENCODE_STALL_SECONDS")
+    )
+    opencode_webfetch: bool = Field(False, validation_alias=_ours("OPENCODE_WEBFETCH"))
     sandbox_provider: Literal["local", "kubernetes"] = Field(
         "local", validation_alias=_ours("SANDBOX_PROVIDER")
     )
@@ -173,6 +183,7 @@ class Settings(BaseSettings):
         "admins",
         "allowed_users",
         "allowed_channels",
+        "agent_repositories",
         mode="before",
     )
     @classmethod
@@ -190,6 +201,18 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{item!r} is not of the form owner/name=clone-url "
                     "(e.g. acme/web=https://github.com/acme/web.git)"
+                )
+        return value
+
+    @field_validator("agent_repositories")
+    @classmethod
+    def _check_agent_repositories(cls, value: list[str]) -> list[str]:
+        for item in value:
+            name, _, agent = item.partition("=")
+            if not OWNER_NAME.fullmatch(name) or agent not in AGENTS:
+                raise ValueError(
+                    f"{item!r} is not of the form owner/name=agent, the agent one of "
+                    f"{', '.join(AGENTS)} (e.g. acme/web=opencode)"
                 )
         return value
 
@@ -233,6 +256,11 @@ class Settings(BaseSettings):
         if self.integrations()["github_app"] and OWNER_NAME.fullmatch(name):
             return f"{self.github_web_url.rstrip('/')}/{name}.git"
         return None
+
+    def agent_for(self, repository: str | None) -> str:
+        """The agent runtime of `repository`'s sessions: its own choice, else the deployment's."""
+        chosen = dict(item.split("=", 1) for item in self.agent_repositories)
+        return chosen.get(repository or "", self.agent)
 
     @property
     def push_credentials(self) -> dict[str, tuple[str, str]]:

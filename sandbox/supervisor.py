@@ -9,6 +9,7 @@ that the agent's commands could list.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -16,7 +17,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from core.protocol import (
     AgentEventFrame,
@@ -36,9 +37,11 @@ from core.protocol import (
 )
 from sandbox.agents import AgentAborted, AgentError, AgentRuntime, ModelConfig
 from sandbox.agents.builtin import BuiltinAgent
+from sandbox.agents.opencode import OpenCodeAgent, OpenCodeConfig
 from sandbox.bridge import BridgeClient, BridgeRefused
 from sandbox.forward import forward_to_socket
 from sandbox.git import BASE_REF, Changes, Git, GitError
+from sandbox.model_relay import PLACEHOLDER_KEY, ModelRelay
 from sandbox.tools import Tools
 
 log = logging.getLogger("sandbox")
@@ -73,6 +76,10 @@ class SandboxConfig:
     reference: Path | None = None  # a repository mirror a new workspace borrows objects from
     branch: str | None = None  # what a new workspace checks out; None: the remote's default
     agent_restarts: int = 3
+    agent: str = "builtin"  # or "opencode"
+    opencode_binary: Path | None = None
+    opencode_stall_seconds: float = 600.0
+    opencode_webfetch: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> SandboxConfig:
@@ -91,6 +98,12 @@ class SandboxConfig:
             if env.get("OPEN_INSPECT_REFERENCE")
             else None,
             branch=env.get("OPEN_INSPECT_BRANCH") or None,
+            agent=env.get("OPEN_INSPECT_AGENT") or "builtin",
+            opencode_binary=Path(env["OPEN_INSPECT_OPENCODE_BIN"])
+            if env.get("OPEN_INSPECT_OPENCODE_BIN")
+            else None,
+            opencode_stall_seconds=float(env.get("OPEN_INSPECT_OPENCODE_STALL_SECONDS", "600")),
+            opencode_webfetch=env.get("OPEN_INSPECT_OPENCODE_WEBFETCH") == "1",
         )
 
     def model_config(self, token: str) -> ModelConfig:
@@ -98,6 +111,13 @@ class SandboxConfig:
         if provider == "openai":
             return ModelConfig("openai", name, f"{self.core_url}/proxy/openai/v1", token)
         return ModelConfig("anthropic", name, f"{self.core_url}/proxy/anthropic", token)
+
+    def relayed_model(self, relay_url: str) -> ModelConfig:
+        """The model as an agent in a process of its own sees it: through the relay, with a
+        placeholder for a key."""
+        provider, _, name = self.model.partition(":")
+        kind: Literal["anthropic", "openai"] = "openai" if provider == "openai" else "anthropic"
+        return ModelConfig(kind, name, relay_url, PLACEHOLDER_KEY)
 
 
 def agent_env(config: SandboxConfig) -> dict[str, str]:
@@ -114,6 +134,7 @@ class Supervisor:
         self._bridge = BridgeClient(config.bridge_url, token, self._on_frame, config.heartbeat)
         self._git = self._make_git()
         self._agent: AgentRuntime | None = None
+        self._relay: ModelRelay | None = None
         self._crashes = 0
         self._commands: asyncio.Queue[Any] = asyncio.Queue()
         self._running: asyncio.Task[None] | None = None
@@ -145,7 +166,9 @@ class Supervisor:
             if task is not None and not task.done():
                 task.cancel()
         if self._agent is not None:
-            await self._agent.abort()
+            await self._agent.aclose()
+        if self._relay is not None:
+            await self._relay.close()
         return code
 
     async def _work(self) -> int:
@@ -297,14 +320,37 @@ class Supervisor:
 
     # ----- prompts ---------------------------------------------------------------------------
 
-    def _make_agent(self) -> AgentRuntime:
-        tools = Tools(self.config.workspace, agent_env(self.config))
-        return BuiltinAgent(self.config.model_config(self._token), tools)
+    async def _make_agent(self) -> AgentRuntime:
+        config = self.config
+        if config.agent != "opencode":
+            tools = Tools(config.workspace, agent_env(config))
+            return BuiltinAgent(config.model_config(self._token), tools)
+        if config.opencode_binary is None:
+            raise AgentError("OPEN_INSPECT_AGENT is opencode, but no OpenCode binary was given.")
+        if self._relay is None:
+            self._relay = ModelRelay(config.core_url, lambda: self._token)
+            await self._relay.start()
+        return OpenCodeAgent(
+            OpenCodeConfig(
+                binary=config.opencode_binary,
+                workspace=config.workspace,
+                home=config.home,
+                model=config.relayed_model(self._relay.url),
+                env=agent_env(config),
+                title=f"Open-Inspect session {config.session_id}",
+                stall_seconds=config.opencode_stall_seconds,
+                webfetch=config.opencode_webfetch,
+            )
+        )
 
     async def _prompt(self, frame: PromptFrame) -> None:
-        if self._agent is None:
-            self._agent = self._make_agent()
         base = await self._git.head_or_none()
+        try:
+            if self._agent is None:
+                self._agent = await self._make_agent()
+        except AgentError as exc:
+            await self._bridge.send(ErrorFrame(prompt_id=frame.prompt_id, message=str(exc)))
+            return
 
         async def emit(event: str, data: dict[str, Any]) -> None:
             await self._bridge.send(
@@ -323,6 +369,8 @@ class Supervisor:
         except Exception as exc:  # noqa: BLE001 - a crashed agent is replaced, with backoff
             self._crashes += 1
             log.exception("agent crashed (%d in a row)", self._crashes)
+            with contextlib.suppress(Exception):
+                await self._agent.aclose()
             self._agent = None
             await asyncio.sleep(min(0.5 * 2 ** (self._crashes - 1), 10))
             error = ErrorFrame(prompt_id=frame.prompt_id, message=f"The agent crashed: {exc!r}")

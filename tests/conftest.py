@@ -173,3 +173,14 @@ async def own_database_url(pg_admin_url: str) -> str:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="session")
+def opencode_dir(request: pytest.FixtureRequest) -> Path:
+    """Where the pinned OpenCode is installed for the whole run (and kept between runs, in
+    pytest's cache): `npm ci` once, not once per test."""
+    from core.sandboxes.opencode import install
+
+    root = Path(request.config.cache.mkdir("opencode"))
+    install(root)
+    return root

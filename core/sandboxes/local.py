@@ -54,6 +54,7 @@ from core.protocol import (
 from core.sandboxes import AgentEvent, PromptRequest, SessionOptions
 from core.sandboxes.channel import SandboxChannel
 from core.sandboxes.mirrors import Mirrors
+from core.sandboxes.opencode import OpenCodeInstall
 from core.store import sandboxes as sandbox_store
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ class LocalProvider:
         self._warm: list[LocalSandbox] = []
         self._filling: asyncio.Task[None] | None = None
         self._pool_failures = 0  # warm sandboxes that failed in a row: refills back off
+        self.opencode = OpenCodeInstall(settings)
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
         if self.bwrap is None:
@@ -156,12 +158,16 @@ class LocalProvider:
         reference = None
         if repository and url and not (self.session_root(session_id) / "workspace/.git").exists():
             reference = await self._mirror(repository, url, options.branch)
-        if not self.session_root(session_id).exists():
+        agent = self.settings.agent_for(repository)
+        opencode = await self.opencode.binary() if agent == "opencode" else None
+        # Warm sandboxes run the deployment's agent: another one needs a sandbox of its own.
+        if not self.session_root(session_id).exists() and agent == self.settings.agent:
             sandbox = await self._claim_warm(session_id, url, reference, options)
             if sandbox is not None:
                 return sandbox
         sandbox_id, token = await sandbox_store.register(self._pool, session_id, self.name)
         sandbox = LocalSandbox(self, session_id, sandbox_id, token, url, options)
+        sandbox.agent, sandbox.opencode = agent, opencode
         sandbox.reference = reference
         try:
             await sandbox.start()
@@ -220,6 +226,8 @@ class LocalProvider:
             sandbox_id, token = await sandbox_store.register(self._pool, None, self.name)
             sandbox = LocalSandbox(self, None, sandbox_id, token, None)
             try:
+                if self.settings.agent == "opencode":
+                    sandbox.agent, sandbox.opencode = "opencode", await self.opencode.binary()
                 await sandbox.start()
             except asyncio.CancelledError:
                 await asyncio.shield(sandbox.close())  # the engine is stopping: leave nothing
@@ -315,6 +323,8 @@ class LocalSandbox:
         self._repository_url = repository_url
         self._options = options or SessionOptions()  # a warm one learns them when bound
         self.reference: Path | None = None
+        self.agent = "builtin"  # the agent runtime it runs
+        self.opencode: Path | None = None  # OpenCode's binary, when that is its agent
         self._channel = SandboxChannel(provider._broker, sandbox_id)
         self._proc: asyncio.subprocess.Process | None = None
         self._slirp: asyncio.subprocess.Process | None = None
@@ -419,6 +429,11 @@ class LocalSandbox:
             env["OPEN_INSPECT_BRANCH"] = self._options.branch
         if self.reference is not None:
             env["OPEN_INSPECT_REFERENCE"] = str(self.reference)
+        env["OPEN_INSPECT_AGENT"] = self.agent
+        if self.opencode is not None:
+            env["OPEN_INSPECT_OPENCODE_BIN"] = str(self.opencode)
+            env["OPEN_INSPECT_OPENCODE_STALL_SECONDS"] = str(settings.opencode_stall_seconds)
+            env["OPEN_INSPECT_OPENCODE_WEBFETCH"] = "1" if settings.opencode_webfetch else "0"
         return env
 
     def _bwrap_args(self) -> list[str]:
@@ -457,6 +472,8 @@ class LocalSandbox:
         for origin in sorted(self.origins):
             # A local origin is the caller's own repository: pushes write into it.
             args += ["--bind", str(origin), str(origin)]
+        if self.opencode is not None:
+            args += ["--ro-bind", str(self.opencode.parent), str(self.opencode.parent)]
         if self.reference is not None:
             # Read-only: the agent must not be able to plant objects in other sessions' history.
             args += ["--ro-bind", str(self.reference), str(self.reference)]

@@ -39,6 +39,17 @@ class AgentAborted(AgentError):
     """The prompt was stopped on request."""
 
 
+# Enough of a tool's output to show a person what happened; the model gets all of it.
+EVENT_OUTPUT_CHARS = 2000
+
+
+def for_event(output: str) -> str:
+    """A tool's output as events carry it: cut to EVENT_OUTPUT_CHARS."""
+    if len(output) <= EVENT_OUTPUT_CHARS:
+        return output
+    return output[:EVENT_OUTPUT_CHARS] + f"\n[… {len(output) - EVENT_OUTPUT_CHARS} more characters]"
+
+
 class AgentRuntime(Protocol):
     async def run(self, prompt: str, emit: Emit) -> str:
         """Runs one prompt to the end and returns the final answer text. Raises AgentError."""
@@ -49,5 +60,10 @@ class AgentRuntime(Protocol):
         `run` then raises AgentAborted. Does nothing when no prompt runs."""
         ...
 
+    async def aclose(self) -> None:
+        """Stops any running prompt and releases what the runtime holds (connections,
+        processes)."""
+        ...
 
-__all__ = ["AgentAborted", "AgentError", "AgentRuntime", "Emit", "ModelConfig"]
+
+__all__ = ["AgentAborted", "AgentError", "AgentRuntime", "Emit", "ModelConfig", "for_event"]

@@ -20,11 +20,9 @@ from typing import Any, Protocol
 import anthropic
 import openai
 
-from sandbox.agents import AgentAborted, AgentError, Emit, ModelConfig
+from sandbox.agents import AgentAborted, AgentError, Emit, ModelConfig, for_event
 from sandbox.tools import ToolResult, Tools
 
-# Enough of a tool's output to show a person what happened; the model gets all of it.
-EVENT_OUTPUT_CHARS = 2000
 INTERRUPTED = "Interrupted: the user stopped this prompt before the tool finished."
 CUT_OFF = (
     "Not run: your answer hit the output token limit while writing this call, so its arguments "
@@ -179,7 +177,7 @@ class BuiltinAgent:
                     {
                         "id": call.id,
                         "name": call.name,
-                        "output": _for_event(result.output),
+                        "output": for_event(result.output),
                         "is_error": result.is_error,
                     },
                 )
@@ -195,12 +193,6 @@ class BuiltinAgent:
                 if call.id not in answered
             ]
             self._conversation.add_results(results)
-
-
-def _for_event(output: str) -> str:
-    if len(output) <= EVENT_OUTPUT_CHARS:
-        return output
-    return output[:EVENT_OUTPUT_CHARS] + f"\n[… {len(output) - EVENT_OUTPUT_CHARS} more characters]"
 
 
 def _provider_message(exc: Exception) -> str:
