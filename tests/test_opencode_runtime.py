@@ -3,18 +3,13 @@ the engine, driven by the LLM emulator through core's model proxy."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.engine_helpers import until
 from tests.gitserver import git
 from tests.sandbox_fixtures import CAROL, PROVIDER_KEY, System, fixing_script, start_system
 

@@ -23,6 +23,7 @@ METHOD_SCOPES = {
     "chat.postMessage": {"chat:write"},
     "chat.update": {"chat:write"},
     "chat.postEphemeral": {"chat:write"},
+    "chat.getPermalink": set(),  # needs no scope
     "reactions.add": {"reactions:write"},
     "reactions.remove": {"reactions:write"},
     "users.info": {"users:read", "users:read.email"},
