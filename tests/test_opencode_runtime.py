@@ -3,15 +3,28 @@ the engine, driven by the LLM emulator through core's model proxy."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import signal
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.engine_helpers import until
 from tests.gitserver import git
-from tests.sandbox_fixtures import CAROL, PROVIDER_KEY, System, fixing_script, start_system
+from tests.sandbox_fixtures import (
+    CAROL,
+    PROVIDER_KEY,
+    System,
+    bash_script,
+    fixing_script,
+    start_system,
+)
 
 # The built-in agent's tools as OpenCode names and shapes them.
 _TOOLS = {
@@ -96,3 +109,105 @@ async def test_a_prompt_reads_edits_tests_and_commits_with_opencode(system: Syst
     # OpenCode reached the model only through core's proxy, with the provider's key added
     # there; OpenCode itself held a placeholder.
     assert {r["api_key"] for r in system.llm.requests} == {PROVIDER_KEY}
+
+
+def bash(*commands: str, final: str = "Done.") -> list[dict[str, Any]]:
+    return in_opencode_terms(bash_script(*commands, final=final))
+
+
+async def running(pattern: str) -> list[int]:
+    """Pids of this machine's processes whose command line matches `pattern`."""
+    proc = await asyncio.create_subprocess_exec(
+        "pgrep", "-f", pattern, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    return [int(pid) for pid in out.split()]
+
+
+async def test_stop_during_a_long_command_stops_the_prompt_within_two_seconds(
+    database_url: str, tmp_path: Path, opencode_dir: Path
+) -> None:
+    # The deployment's agent is the built-in one; this repository chose OpenCode.
+    async with start_system(
+        database_url, tmp_path, agent="builtin", agent_repositories=["acme/calc=opencode"],
+        opencode_dir=opencode_dir, warm_pool=0,
+    ) as system:  # fmt: skip
+        system.llm.script = bash("sleep 600.25 & sleep 600.25; echo never")
+        key = thread()
+        receipt = await system.prompt("wait a long time", key)
+        await until(lambda: running("sleep 600.25"), timeout=60, what="the command to start")
+        events = await system.events(receipt.session_id)
+        assert [c["name"] for c in data_of(events, "tool_call")] == ["bash"]  # OpenCode's
+        started = time.monotonic()
+        await system.engine.stop(receipt.session_id, by="Carol")
+        assert await system.finish(receipt.prompt_id, "stopped", timeout=2) == "stopped"
+        assert time.monotonic() - started < 2
+        await until(lambda: _none(running("sleep 600.25")), timeout=5, what="the command to die")
+
+        after = await system.prompt("go on", key, n=2)
+        assert await system.finish(after.prompt_id, "done", "failed", timeout=60) == "done"
+
+
+async def servers_of(system: System, session_id: str) -> list[int]:
+    """The OpenCode servers working in the session's workspace."""
+    workspace = system.workspace(session_id).resolve()
+    found = []
+    for pid in await running("opencode serve"):
+        with contextlib.suppress(OSError):
+            if Path(os.readlink(f"/proc/{pid}/cwd")) == workspace:
+                found.append(pid)
+    return found
+
+
+async def _none(pids: Any) -> bool:
+    return not await pids
+
+
+async def test_opencode_killed_mid_prompt_fails_it_clearly_and_the_next_prompt_works(
+    anthropic_system: System,
+) -> None:
+    system = anthropic_system
+    system.llm.script = bash("echo kept > kept.txt", "sleep 600.5")
+    key = thread()
+    receipt = await system.prompt("work then wait", key)
+    await until(lambda: running("sleep 600.5"), timeout=60, what="the second command")
+    [server] = await servers_of(system, receipt.session_id)
+    os.kill(server, signal.SIGKILL)
+
+    assert await system.finish(receipt.prompt_id, "failed", timeout=10) == "failed"
+    reason = await system.runtime.pool.fetchval(
+        "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
+    )
+    assert "OpenCode exited" in reason and "next prompt starts it again" in reason, reason
+
+    # However much of the killed prompt OpenCode kept, the next turns read the file.
+    cat = bash("cat kept.txt")[0]
+    system.llm.script = [{"text": "unused"}, cat, cat, cat]
+    after = await system.prompt("still there?", key, n=2)
+    assert await system.finish(after.prompt_id, "done", "failed", timeout=60) == "done"
+    events = await system.events(receipt.session_id)
+    outputs = [
+        json.loads(e["data"])["output"]
+        for e in events
+        if e["type"] == "tool_result" and e["prompt_id"] == after.prompt_id
+    ]
+    assert outputs and "kept" in outputs[-1]
+    assert len(await servers_of(system, receipt.session_id)) == 1, "a new one, only one"
+
+
+async def test_a_stalled_model_fails_the_prompt_clearly_instead_of_hanging(
+    database_url: str, tmp_path: Path, opencode_dir: Path
+) -> None:
+    async with start_system(
+        database_url, tmp_path, agent="opencode", opencode_dir=opencode_dir, warm_pool=0,
+        opencode_stall_seconds=3,
+    ) as system:  # fmt: skip
+        system.llm.script = bash("echo hi")
+        system.llm.stall_next()  # the model never answers the first request
+        receipt = await system.prompt("say hi", thread())
+        assert await system.finish(receipt.prompt_id, "failed", timeout=60) == "failed"
+        reason = await system.runtime.pool.fetchval(
+            "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
+        )
+        assert "no progress for 3 s" in reason, reason
+        system.llm.release()  # else the engine waits for the proxy's held request to end

@@ -96,6 +96,28 @@ def server_config(model: ModelConfig, webfetch: bool = False) -> dict[str, Any]:
     }
 
 
+def server_env(config: OpenCodeConfig, password: str) -> dict[str, str]:
+    """`opencode serve`'s environment: the agent's commands' own, its state under the
+    sandbox's home, its configuration, and nothing fetched at run time."""
+    home = config.home
+    return {
+        **config.env,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "OPENCODE_SERVER_PASSWORD": password,
+        "OPENCODE_CONFIG_CONTENT": json.dumps(server_config(config.model, config.webfetch)),
+        # No model list, no plugins (an npm install of 50 MB into every sandbox), no language
+        # servers, no updates.
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+        "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1",
+        "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+        "OPENCODE_DISABLE_AUTOUPDATE": "1",
+    }
+
+
 class OpenCodeAgent:
     def __init__(self, config: OpenCodeConfig) -> None:
         self.config = config
@@ -157,23 +179,7 @@ class OpenCodeAgent:
         await self._stop_server()
         config = self.config
         port = _free_port()
-        home = config.home
-        env = {
-            **config.env,
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_DATA_HOME": str(home / ".local" / "share"),
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "XDG_STATE_HOME": str(home / ".local" / "state"),
-            "OPENCODE_SERVER_PASSWORD": self._password,
-            "OPENCODE_CONFIG_CONTENT": json.dumps(server_config(config.model, config.webfetch)),
-            # Nothing fetched at run time: no model list, no plugins (an npm install of 50 MB
-            # into every sandbox), no language servers, no updates.
-            "OPENCODE_DISABLE_MODELS_FETCH": "1",
-            "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1",
-            "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
-            "OPENCODE_DISABLE_AUTOUPDATE": "1",
-        }
+        env = server_env(config, self._password)
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 str(config.binary),
@@ -193,7 +199,7 @@ class OpenCodeAgent:
             raise AgentError(f"OpenCode could not be started ({config.binary}): {exc}") from None
         self._url = f"http://127.0.0.1:{port}"
         self._http = aiohttp.ClientSession(
-            auth=aiohttp.BasicAuth("opencode", self._password),
+            headers={"Authorization": aiohttp.encode_basic_auth("opencode", self._password)},
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         )
         self._connected.clear()
@@ -248,6 +254,14 @@ class OpenCodeAgent:
         raise AgentError(
             f"OpenCode exited while starting (code {await proc.wait()}).{self._tail()}"
         )
+
+    async def _exit_code(self, within: float) -> int | None:
+        proc = self._proc
+        if proc is None:
+            return None
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(proc.wait(), within)
+        return None
 
     async def _read_output(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -367,11 +381,11 @@ class _Prompt:
                 ) from None
             kind = event.get("type")
             if kind == _EXITED["type"]:
-                await self._died(f"exited (code {event.get('code')})")
+                await self._died(_exit(event.get("code")))
             elif kind == _DISCONNECTED["type"]:
-                if not self.agent.running:
-                    continue  # the exit is reported next
-                await self._died("dropped its event stream")
+                # Usually the server's end: say how it ended, when it ends within a moment.
+                code = await self.agent._exit_code(within=1.0)
+                await self._died("dropped its event stream" if code is None else _exit(code))
             elif kind == "session.idle":
                 break
             else:
@@ -457,6 +471,12 @@ class _Prompt:
         )
         said = f"OpenCode asked to {asked}: refused."
         await self.emit("warning", {"kind": "agent", "level": "warning", "message": said})
+
+
+def _exit(code: Any) -> str:
+    if isinstance(code, int) and code < 0:
+        return f"exited (killed by signal {-code})"
+    return f"exited (code {code})"
 
 
 def _free_port() -> int:
