@@ -9,6 +9,8 @@ emulator, so the figure is the engine's and the sandbox's own cost. Scenarios:
 - cold_big_repo: a repository of 5,000 commits (~30 MB), after its mirror exists, no warm pool;
 - warm: the small repository with a warm pool of 2, each run claiming a sandbox that has
   finished starting (the pool refills between runs, outside the timing);
+- opencode_cold, opencode_warm: the same two with OpenCode as the agent (its server starts in
+  the sandbox once the workspace is ready), with the memory of its server (RSS) after the run;
 
 and the floors in the same run: a bare interpreter start and a `git clone --reference` of the
 small repository.
@@ -81,6 +83,21 @@ def summary(samples: list[float]) -> dict:
     }
 
 
+def rss_mb(pattern: str) -> list[float]:
+    """Resident memory of each process whose command line contains `pattern`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if pattern.encode() not in (proc / "cmdline").read_bytes().replace(b"\0", b" "):
+                continue
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        kb = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")), 0)
+        found.append(round(int(kb) / 1024, 1))
+    return found
+
+
 async def first_request(engine: object, llm: LLMEmulator, repository: str) -> float:
     """Seconds from submitting a prompt in a new thread to the model's first request."""
     thread = f"slack:T1:CBENCH:{uuid.uuid4().hex[:12]}"
@@ -92,8 +109,12 @@ async def first_request(engine: object, llm: LLMEmulator, repository: str) -> fl
     while len(llm.requests) == seen:  # noqa: ASYNC110 - 1 ms polling is the resolution
         await asyncio.sleep(0.001)
     elapsed = time.perf_counter() - started
+    MEMORY.extend(rss_mb("opencode serve"))
     await engine.stop(receipt.session_id, "bench")
     return elapsed
+
+
+MEMORY: list[float] = []  # OpenCode servers' RSS, noted at each first request
 
 
 async def pool_full(engine: object, size: int) -> None:
@@ -141,11 +162,12 @@ async def main(runs: int) -> dict:
             "isolation": "auto" if shutil.which("bwrap") else "none",
             "repositories": {"small_mb": size_mb(small), "big_mb": size_mb(big)},
         }
-        for warm in (0, 2):
+        opencode_dir = Path.home() / ".cache" / "open-inspect-bench" / "opencode"
+        for agent, warm in (("builtin", 0), ("builtin", 2), ("opencode", 0), ("opencode", 2)):
             async with scratch_database() as database_url:
                 settings = Settings(
                     database_url=database_url,
-                    data_dir=root / f"data-{warm}",
+                    data_dir=root / f"data-{agent}-{warm}",
                     http_port=0,
                     secrets_key=generate_key(),
                     link_secret=generate_key(),
@@ -155,20 +177,31 @@ async def main(runs: int) -> dict:
                     model="anthropic:claude-sonnet-4-6",
                     idle_seconds=1.0,  # finished sessions give their sandbox back promptly
                     warm_pool=warm,
+                    agent=agent,
+                    opencode_dir=opencode_dir,
                 )
                 running = await runtime.start(settings, DataDir(settings.data_dir))
                 try:
                     engine = running.engine
+                    prefix = "opencode_" if agent == "opencode" else ""
+                    MEMORY.clear()
                     if warm:
-                        result["warm"] = await scenario(engine, llm, "bench/small", runs, warm)
+                        result[f"{prefix}warm"] = await scenario(
+                            engine, llm, "bench/small", runs, warm
+                        )
                     else:
-                        result["cold"] = await scenario(engine, llm, "bench/small", runs)
-                        result["cold_big_repo"] = await scenario(engine, llm, "bench/big", runs)
+                        result[f"{prefix}cold"] = await scenario(engine, llm, "bench/small", runs)
+                        if agent == "builtin":
+                            result["cold_big_repo"] = await scenario(engine, llm, "bench/big", runs)
+                    if MEMORY:
+                        result[f"{prefix}{'warm' if warm else 'cold'}"]["server_rss_mb_p50"] = (
+                            statistics.median(MEMORY)
+                        )
                 finally:
                     await running.close()
         await llm.stop()
         (root / "floors").mkdir()
-        mirror = next((root / "data-0" / "mirrors").glob("bench_small-*.git"))
+        mirror = next((root / "data-builtin-0" / "mirrors").glob("bench_small-*.git"))
         result["floors"] = floors(small, mirror, runs, root / "floors")
         cold, big_cold = result["cold"]["p50_ms"], result["cold_big_repo"]["p50_ms"]
         result["history_effect_pct"] = round((big_cold - cold) / cold * 100, 1)

@@ -135,6 +135,7 @@ class Supervisor:
         self._git = self._make_git()
         self._agent: AgentRuntime | None = None
         self._relay: ModelRelay | None = None
+        self._preparing: asyncio.Task[None] | None = None
         self._crashes = 0
         self._commands: asyncio.Queue[Any] = asyncio.Queue()
         self._running: asyncio.Task[None] | None = None
@@ -162,7 +163,7 @@ class Supervisor:
         else:
             code = work.result()
             await self._bridge.drain(timeout=5)
-        for task in (bridge, work, self._running):
+        for task in (bridge, work, self._running, self._preparing):
             if task is not None and not task.done():
                 task.cancel()
         if self._agent is not None:
@@ -181,6 +182,9 @@ class Supervisor:
                 ErrorFrame(message=f"Could not get the repository: {exc}", fatal=True)
             )
             return 1
+        if self.config.agent == "opencode":
+            # OpenCode takes seconds to start: while the first prompt is on its way.
+            self._preparing = asyncio.create_task(self._prepare_agent(), name="prepare-agent")
         while True:
             command = await self._commands.get()
             if isinstance(command, Shutdown):
@@ -343,8 +347,19 @@ class Supervisor:
             )
         )
 
+    async def _prepare_agent(self) -> None:
+        try:
+            agent = self._agent = await self._make_agent()
+            if isinstance(agent, OpenCodeAgent):
+                await agent.prepare()
+        except AgentError as exc:
+            log.warning("the agent could not be prepared (the first prompt tries again): %s", exc)
+
     async def _prompt(self, frame: PromptFrame) -> None:
         base = await self._git.head_or_none()
+        if self._preparing is not None:
+            await self._preparing
+            self._preparing = None
         try:
             if self._agent is None:
                 self._agent = await self._make_agent()

@@ -156,6 +156,11 @@ class OpenCodeAgent:
         finally:
             self._events = None
 
+    async def prepare(self) -> None:
+        """Start the server and its session ahead of the first prompt."""
+        await self._ensure_server()
+        await self._ensure_session()
+
     async def abort(self) -> None:
         if self._events is None or self._session is None:
             return
