@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,11 @@ def fast_settings(**overrides: Any) -> Settings:
     values = dict(lease_ttl_seconds=1.0, orphan_scan_seconds=0.2, idle_seconds=30.0)
     values.update(overrides)
     return Settings(_env_file=None, **values)
+
+
+async def negated(awaitable: Awaitable[Any]) -> bool:
+    """For `until`: true once what `awaitable` gives is not."""
+    return not await awaitable
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:

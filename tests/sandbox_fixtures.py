@@ -96,6 +96,12 @@ class System:
             self.runtime.pool, prompt_id, *(states or ("done",)), timeout=timeout
         )
 
+    async def reason(self, prompt_id: int) -> str | None:
+        """Why the prompt ended as it did."""
+        return await self.runtime.pool.fetchval(
+            "SELECT reason FROM prompts WHERE id = $1", prompt_id
+        )
+
     async def events(self, session_id: str) -> list[Any]:
         rows = await self.runtime.pool.fetch(
             "SELECT seq, type, data::text AS data, prompt_id FROM events WHERE session_id = $1 "

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine_helpers import until
+from tests.engine_helpers import negated, until
 from tests.gitserver import git
 from tests.sandbox_fixtures import (
     CAROL,
@@ -142,7 +142,7 @@ async def test_stop_during_a_long_command_stops_the_prompt_within_two_seconds(
         await system.engine.stop(receipt.session_id, by="Carol")
         assert await system.finish(receipt.prompt_id, "stopped", timeout=2) == "stopped"
         assert time.monotonic() - started < 2
-        await until(lambda: _none(running("sleep 600.25")), timeout=5, what="the command to die")
+        await until(lambda: negated(running("sleep 600.25")), timeout=5, what="the command to die")
 
         after = await system.prompt("go on", key, n=2)
         assert await system.finish(after.prompt_id, "done", "failed", timeout=60) == "done"
@@ -159,10 +159,6 @@ async def servers_of(system: System, session_id: str) -> list[int]:
     return found
 
 
-async def _none(pids: Any) -> bool:
-    return not await pids
-
-
 async def test_opencode_killed_mid_prompt_fails_it_clearly_and_the_next_prompt_works(
     anthropic_system: System,
 ) -> None:
@@ -175,9 +171,7 @@ async def test_opencode_killed_mid_prompt_fails_it_clearly_and_the_next_prompt_w
     os.kill(server, signal.SIGKILL)
 
     assert await system.finish(receipt.prompt_id, "failed", timeout=10) == "failed"
-    reason = await system.runtime.pool.fetchval(
-        "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
-    )
+    reason = await system.reason(receipt.prompt_id)
     assert "OpenCode exited" in reason and "next prompt starts it again" in reason, reason
 
     # However much of the killed prompt OpenCode kept, the next turns read the file.
@@ -206,8 +200,6 @@ async def test_a_stalled_model_fails_the_prompt_clearly_instead_of_hanging(
         system.llm.stall_next()  # the model never answers the first request
         receipt = await system.prompt("say hi", thread())
         assert await system.finish(receipt.prompt_id, "failed", timeout=60) == "failed"
-        reason = await system.runtime.pool.fetchval(
-            "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
-        )
+        reason = await system.reason(receipt.prompt_id)
         assert "no progress for 3 s" in reason, reason
         system.llm.release()  # else the engine waits for the proxy's held request to end

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.sandboxes.local import LocalProvider
-from tests.engine_helpers import until
+from tests.engine_helpers import negated, until
 from tests.gitserver import GitServer, add_branch, git
 from tests.sandbox_fixtures import (
     CAROL,
@@ -219,11 +219,7 @@ async def test_stop_during_a_long_command_kills_it_within_two_seconds(
     await system.engine.stop(receipt.session_id, by="Carol")
     assert await system.finish(receipt.prompt_id, "stopped", timeout=2) == "stopped"
     assert time.monotonic() - started < 2
-    await until(lambda: _not(sleeping()), timeout=2, what="the process tree to die")
-
-
-async def _not(awaitable) -> bool:  # noqa: ANN001
-    return not await awaitable
+    await until(lambda: negated(sleeping()), timeout=2, what="the process tree to die")
 
 
 async def test_a_killed_sandbox_fails_the_prompt_and_the_next_gets_a_new_one(
@@ -241,9 +237,7 @@ async def test_a_killed_sandbox_fails_the_prompt_and_the_next_gets_a_new_one(
     sandbox = system.engine._actors[receipt.session_id]._sandbox
     os.killpg(sandbox._proc.pid, signal.SIGKILL)
     assert await system.finish(receipt.prompt_id, "failed", timeout=10) == "failed"
-    reason = await system.runtime.pool.fetchval(
-        "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
-    )
+    reason = await system.reason(receipt.prompt_id)
     assert "ended unexpectedly" in reason or "stopped responding" in reason, reason
     system.llm.script = bash_script("cat kept.txt")
     after = await system.prompt("still there?", session_thread, n=2)
@@ -271,18 +265,14 @@ async def test_model_errors_are_retried_then_reported_with_the_providers_message
     system.llm.fail_next(500, times=50, message="upstream exploded")
     broken = await system.prompt("hello again", thread())
     assert await system.finish(broken.prompt_id, "failed", "done") == "failed"
-    reason = await system.runtime.pool.fetchval(
-        "SELECT reason FROM prompts WHERE id = $1", broken.prompt_id
-    )
+    reason = await system.reason(broken.prompt_id)
     assert "upstream exploded" in reason, reason
 
     system.llm.clear_faults()
     system.llm.error_midstream_next("Overloaded midway")
     midway = await system.prompt("and again", thread())
     assert await system.finish(midway.prompt_id, "failed", "done") == "failed"
-    reason = await system.runtime.pool.fetchval(
-        "SELECT reason FROM prompts WHERE id = $1", midway.prompt_id
-    )
+    reason = await system.reason(midway.prompt_id)
     assert "Overloaded midway" in reason, reason
 
 
@@ -415,9 +405,7 @@ async def test_a_session_over_its_spending_limit_is_refused_with_a_clear_reason(
         system.llm.script = bash_script("echo one", "echo two")
         receipt = await system.prompt("spend", thread())
         assert await system.finish(receipt.prompt_id, "failed", "done") == "failed"
-        reason = await system.runtime.pool.fetchval(
-            "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
-        )
+        reason = await system.reason(receipt.prompt_id)
         assert "spending limit" in reason, reason
         spent = await system.runtime.pool.fetchval(
             "SELECT cost_usd FROM sessions WHERE id = $1", receipt.session_id
@@ -436,9 +424,7 @@ async def test_a_repository_that_cannot_be_cloned_fails_the_prompt_clearly(
     ) as system:
         receipt = await system.prompt("anything", thread())
         assert await system.finish(receipt.prompt_id, "failed", "done") == "failed"
-        reason = await system.runtime.pool.fetchval(
-            "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
-        )
+        reason = await system.reason(receipt.prompt_id)
         assert "Could not get the repository" in reason, reason
 
 
@@ -494,9 +480,7 @@ async def test_a_branch_the_repository_lacks_fails_the_prompt_with_the_reason(
     for _ in range(system.engine.settings.spawn_breaker_failures):
         receipt = await system.prompt("anything", thread(), branch="no-such-branch")
         assert await system.finish(receipt.prompt_id, "failed", "done") == "failed"
-        reason = await system.runtime.pool.fetchval(
-            "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
-        )
+        reason = await system.reason(receipt.prompt_id)
         assert reason == "The branch 'no-such-branch' does not exist in acme/calc.", reason
     receipt, outputs = await run_bash(system, "git rev-parse --abbrev-ref HEAD")
     assert await system.finish(receipt.prompt_id, "done", "failed") == "done"
