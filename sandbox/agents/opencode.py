@@ -219,6 +219,9 @@ class OpenCodeAgent:
                     asyncio.create_task(self._subscribe(), name="opencode-events"),
                 ]
                 await self._connected.wait()
+                health = await self._call("GET", "/global/health")
+                if not (isinstance(health, dict) and health.get("healthy")):
+                    raise AgentError(f"OpenCode says it is not healthy: {health!s:.200}")
         except AgentError:
             await self._stop_server()
             raise
