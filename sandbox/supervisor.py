@@ -183,8 +183,10 @@ class Supervisor:
             )
             return 1
         if self.config.agent == "opencode":
-            # OpenCode takes seconds to start: while the first prompt is on its way.
-            self._preparing = asyncio.create_task(self._prepare_agent(), name="prepare-agent")
+            # OpenCode takes seconds to start: while the first prompt is on its way (a warm
+            # sandbox started it while it waited).
+            earlier = self._preparing
+            self._preparing = asyncio.create_task(self._prepare_agent(after=earlier))
         while True:
             command = await self._commands.get()
             if isinstance(command, Shutdown):
@@ -228,6 +230,11 @@ class Supervisor:
     async def _wait_for_binding(self) -> bool:
         """A warm sandbox: everything is imported and the bridge is up; wait for a session.
         False if it is shut down before one claims it."""
+        if self.config.agent == "opencode":
+            # Its server starts in the (still empty) workspace while the sandbox waits: the
+            # clone goes into that empty directory once a session binds it.
+            self.config.workspace.mkdir(parents=True, exist_ok=True)
+            self._preparing = asyncio.create_task(self._prepare_agent(session=False))
         await self._bridge.send(Waiting())
         while True:
             command = await self._commands.get()
@@ -235,6 +242,7 @@ class Supervisor:
                 return False
             if isinstance(command, Bind):
                 break
+        started_with = self.config.model
         reference = Path(command.reference) if command.reference else None
         self.config = dataclasses.replace(
             self.config,
@@ -248,6 +256,12 @@ class Supervisor:
         self._token = command.token
         self._bridge.use_token(command.token)
         self._git = self._make_git()
+        if self._preparing is not None and self.config.model != started_with:
+            await self._preparing  # OpenCode's configuration names the model: start it anew
+            self._preparing = None
+            if self._agent is not None:
+                await self._agent.aclose()
+                self._agent = None
         log.info("bound to session %s", command.session_id)
         return True
 
@@ -341,17 +355,22 @@ class Supervisor:
                 home=config.home,
                 model=config.relayed_model(self._relay.url),
                 env=agent_env(config),
-                title=f"Open-Inspect session {config.session_id}",
+                # A warm sandbox starts OpenCode before it knows its session.
+                title=lambda: f"Open-Inspect session {self.config.session_id}",
                 stall_seconds=config.opencode_stall_seconds,
                 webfetch=config.opencode_webfetch,
             )
         )
 
-    async def _prepare_agent(self) -> None:
+    async def _prepare_agent(
+        self, session: bool = True, after: asyncio.Task[None] | None = None
+    ) -> None:
+        if after is not None:
+            await after
         try:
-            agent = self._agent = await self._make_agent()
+            agent = self._agent = self._agent or await self._make_agent()
             if isinstance(agent, OpenCodeAgent):
-                await agent.prepare()
+                await agent.prepare(session)
         except AgentError as exc:
             log.warning("the agent could not be prepared (the first prompt tries again): %s", exc)
 

@@ -82,7 +82,7 @@ async def serving(opencode_dir: Path, tmp_path: Path, llm: LLMEmulator) -> Async
         home=home,
         model=ModelConfig("anthropic", MODEL, "http://unused", KEY),
         env={"PATH": os.environ["PATH"]},
-        title="contract",
+        title=lambda: "contract",
     )
     env = server_env(config, "contract-password")
     # Our configuration as the runtime writes it, but reaching the emulator directly.

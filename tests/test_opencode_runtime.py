@@ -150,11 +150,19 @@ async def test_stop_during_a_long_command_stops_the_prompt_within_two_seconds(
 
 async def servers_of(system: System, session_id: str) -> list[int]:
     """The OpenCode servers working in the session's workspace."""
-    workspace = system.workspace(session_id).resolve()
+    return await servers_in(system.workspace(session_id))
+
+
+async def servers_in(workspace: Path) -> list[int]:
+    return working_in(workspace, await running("opencode serve"))
+
+
+def working_in(workspace: Path, pids: list[int]) -> list[int]:
+    """Those of `pids` whose working directory is `workspace`."""
     found = []
-    for pid in await running("opencode serve"):
+    for pid in pids:
         with contextlib.suppress(OSError):
-            if Path(os.readlink(f"/proc/{pid}/cwd")) == workspace:
+            if Path(os.readlink(f"/proc/{pid}/cwd")) == workspace.resolve():
                 found.append(pid)
     return found
 
@@ -203,3 +211,26 @@ async def test_a_stalled_model_fails_the_prompt_clearly_instead_of_hanging(
         reason = await system.reason(receipt.prompt_id)
         assert "no progress for 3 s" in reason, reason
         system.llm.release()  # else the engine waits for the proxy's held request to end
+
+
+async def test_a_warm_sandbox_has_opencode_running_before_its_session_arrives(
+    database_url: str, tmp_path: Path, opencode_dir: Path
+) -> None:
+    async with start_system(
+        database_url, tmp_path, agent="opencode", opencode_dir=opencode_dir, warm_pool=1
+    ) as system:
+        provider = system.engine._ctx.provider
+
+        async def waiting_with_opencode() -> bool:
+            warm = [s for s in provider._warm if s.claimable]
+            return bool(warm) and bool(await servers_in(warm[0].workspace))
+
+        await until(waiting_with_opencode, timeout=90, what="a warm sandbox running OpenCode")
+        system.llm.script = in_opencode_terms(fixing_script())
+        receipt = await system.prompt("Fix add() in calc.py and run the tests.", thread())
+        state = await system.finish(receipt.prompt_id, "done", "failed", timeout=90)
+        events = await system.events(receipt.session_id)
+        assert state == "done", "\n".join(f"{e['type']} {e['data'][:300]}" for e in events)
+        assert any(e["type"] == "sandbox_started" and json.loads(e["data"])["warm"] for e in events)
+        assert [c["name"] for c in data_of(events, "tool_call")] == ["read", "edit", "bash"]
+        assert "return a + b" in (system.workspace(receipt.session_id) / "calc.py").read_text()

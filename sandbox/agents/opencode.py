@@ -23,6 +23,7 @@ import secrets
 import signal
 import socket
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ class OpenCodeConfig:
     home: Path
     model: ModelConfig  # base_url: the model relay's root
     env: dict[str, str]  # the scrubbed environment of the agent's commands
-    title: str  # of the OpenCode session
+    title: Callable[[], str]  # of the OpenCode session, asked when it is created
     stall_seconds: float = 600.0
     start_timeout: float = 60.0
     webfetch: bool = False
@@ -156,10 +157,11 @@ class OpenCodeAgent:
         finally:
             self._events = None
 
-    async def prepare(self) -> None:
-        """Start the server and its session ahead of the first prompt."""
+    async def prepare(self, session: bool = True) -> None:
+        """Start the server (and, with `session`, its session) ahead of the first prompt."""
         await self._ensure_server()
-        await self._ensure_session()
+        if session:
+            await self._ensure_session()
 
     async def abort(self) -> None:
         if self._events is None or self._session is None:
@@ -324,7 +326,7 @@ class OpenCodeAgent:
             status, _ = await self._request("GET", f"/session/{self._session}")
             if status == 200:
                 return self._session
-        created = await self._call("POST", "/session", {"title": self.config.title})
+        created = await self._call("POST", "/session", {"title": self.config.title()})
         self._session = str(created["id"])
         return self._session
 
