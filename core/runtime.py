@@ -158,6 +158,12 @@ async def start(
             )
             engine.use_provider(local)
             local.start_pool()
+        elif provider is None and serve_http:
+            log.warning(
+                "OPEN_INSPECT_SANDBOX_PROVIDER=%s cannot start sandboxes in this version: "
+                "prompts will fail until it is local",
+                settings.sandbox_provider,
+            )
     except BaseException:
         await runtime.close()
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -15,7 +16,15 @@ from core.errors import BadInput, NotFound
 from core.models import Author
 from core.sandboxes import SessionOptions
 from core.viewers import Viewer
-from tests.engine_helpers import ALICE, BOB, event_log, fast_settings, until, wait_state
+from tests.engine_helpers import (
+    ALICE,
+    BOB,
+    event_log,
+    fast_settings,
+    start_runtime,
+    until,
+    wait_state,
+)
 from tests.scripted import ScriptedProvider
 
 
@@ -433,3 +442,20 @@ async def test_a_stop_while_the_sandbox_starts_stops_the_prompt_before_it_runs(
     finally:
         await engine.close()
         await broker.close()
+
+
+async def test_a_provider_this_version_lacks_fails_prompts_saying_so(
+    database_url: str, data_dir: Path
+) -> None:
+    running = await start_runtime(database_url, data_dir, sandbox_provider="kubernetes")
+    try:
+        receipt = await running.engine.submit_prompt(
+            "cli:k8s:1", "cli:k8s", Author("cli:t", "T"), "hello", repository=None
+        )
+        assert await wait_state(running.pool, receipt.prompt_id, "failed") == "failed"
+        reason = await running.pool.fetchval(
+            "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
+        )
+        assert "OPEN_INSPECT_SANDBOX_PROVIDER is kubernetes" in reason, reason
+    finally:
+        await running.close()

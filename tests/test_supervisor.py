@@ -29,11 +29,14 @@ class CrashingAgent:
     async def abort(self) -> None:
         return None
 
+    async def aclose(self) -> None:
+        return None
+
 
 class SupervisorWithCrashingAgent(Supervisor):
     made = 0
 
-    def _make_agent(self) -> CrashingAgent:
+    async def _make_agent(self) -> CrashingAgent:
         SupervisorWithCrashingAgent.made += 1
         return CrashingAgent()
 
