@@ -4,8 +4,6 @@ and refusals, the product built on them will work against GitHub too."""
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +16,7 @@ import jwt
 import pytest
 from github import Auth, GithubException, GithubIntegration
 
+from tests.emulators import from_command_line
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.github.app_jwt import new_private_key_pem
 from tests.gitserver import add_branch, git, isolated_git_env
@@ -471,18 +470,7 @@ async def test_the_journal_names_token_kinds_and_never_holds_a_token(gh: GitHubE
 
 
 async def test_the_command_line_prints_the_variables_to_run_the_product_against_it() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.emulators.github", "--port", "0",
-        cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        printed = ""
-        async with asyncio.timeout(20):
-            while not printed.endswith("\n}\n"):
-                line = await process.stdout.readline()
-                assert line, "the emulator exited before printing its settings"
-                printed += line.decode()
-        settings = json.loads(printed)
+    async with from_command_line("tests.emulators.github") as settings:
         key_path = Path(settings["GITHUB_APP_PRIVATE_KEY_PATH"])
         key = await off_loop(key_path.read_text)
         app = GithubIntegration(
@@ -498,7 +486,4 @@ async def test_the_command_line_prints_the_variables_to_run_the_product_against_
         )
         assert code == 0 and "refs/heads/main" in out, out
         assert settings["GITHUB_CLIENT_ID"] and settings["GITHUB_CLIENT_SECRET"]
-    finally:
-        process.terminate()
-        await process.wait()
     assert not await off_loop(key_path.exists)

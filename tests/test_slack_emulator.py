@@ -3,9 +3,7 @@ answers, envelopes, errors and retries, the bot built on them will work against 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import re
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from tests.emulators import from_command_line
 from tests.emulators.slack import SlackEmulator
 from tests.emulators.slack.server import GENERAL, PRIVATE, QUIET, SHARED
 from tests.engine_helpers import until
@@ -838,18 +837,7 @@ def test_the_command_line_explains_itself() -> None:
 
 
 async def test_the_command_line_serves_a_workspace_a_person_can_post_in() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.emulators.slack", "--port", "0",
-        cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        printed = ""
-        async with asyncio.timeout(20):
-            while not printed.endswith("}\n"):
-                line = await process.stdout.readline()
-                assert line, "the emulator exited before printing its settings"
-                printed += line.decode()
-        settings = json.loads(printed)
+    async with from_command_line("tests.emulators.slack") as settings:
         api = settings["SLACK_API_URL"]
         base = api.removesuffix("/api/")
         client = AsyncWebClient(token=settings["SLACK_BOT_TOKEN"], base_url=api)
@@ -860,9 +848,6 @@ async def test_the_command_line_serves_a_workspace_a_person_can_post_in() -> Non
                 ts = (await answer.json())["ts"]
         history = await client.conversations_history(channel=GENERAL)
         assert [m["ts"] for m in history["messages"]] == [ts]
-    finally:
-        process.terminate()
-        await process.wait()
 
 
 def test_timestamps_stay_unique_when_many_come_at_once() -> None:
