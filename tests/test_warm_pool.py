@@ -154,7 +154,7 @@ async def test_the_binding_and_its_token_are_never_logged(
         receipt = await system.prompt("hello", thread())
         assert await system.finish(receipt.prompt_id, "done", "failed") == "done"
         sandbox = system.engine._actors[receipt.session_id]._sandbox
-        token = sandbox._token
+        token = sandbox.token
         assert sandbox.warm and token.startswith("oisbx_")
         sandbox_log = (sandbox.root / "sandbox.log").read_text()
         assert f"bound to session {receipt.session_id}" in sandbox_log

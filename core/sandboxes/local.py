@@ -18,12 +18,9 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import signal
 import sys
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -33,26 +30,13 @@ import asyncpg
 import core
 from core.broker import Broker
 from core.config import Settings
-from core.errors import AgentFailed, GitHubFailed, SandboxFailed, SandboxRefused
-from core.gitcreds import push_key
+from core.errors import GitHubFailed, SandboxFailed, SandboxRefused
 from core.github.app import GitHubApp
 from core.protocol import (
-    AgentEventFrame,
-    Author,
-    Bind,
-    ErrorFrame,
-    PromptComplete,
-    PromptFrame,
-    Push,
-    PushComplete,
-    PushError,
-    Ready,
     Shutdown,
-    Stop,
-    Waiting,
 )
-from core.sandboxes import AgentEvent, PromptRequest, SessionOptions
-from core.sandboxes.channel import SandboxChannel
+from core.sandboxes import AgentEvent, SessionOptions
+from core.sandboxes.bridged import BridgedSandbox
 from core.sandboxes.mirrors import Mirrors
 from core.sandboxes.opencode import OpenCodeInstall
 from core.store import sandboxes as sandbox_store
@@ -298,7 +282,7 @@ class LocalProvider:
         await asyncio.gather(*closing, return_exceptions=True)
 
 
-class LocalSandbox:
+class LocalSandbox(BridgedSandbox):
     def __init__(
         self,
         provider: LocalProvider,
@@ -308,31 +292,22 @@ class LocalSandbox:
         repository_url: str | None,
         options: SessionOptions | None = None,
     ) -> None:
+        super().__init__(
+            provider.settings, provider._broker, session_id, sandbox_id, token, options
+        )
         self.provider = provider
-        self.session_id = session_id  # None while warm
-        self.sandbox_id = sandbox_id
         # A claimed warm sandbox's directory stays where it started (the session's directory
         # is a link to it), so paths inside the workspace stay valid when it is resumed.
         root = provider.session_root(session_id or f"pool-{sandbox_id}")
         self.root = root.resolve()
         self.workspace = self.root / "workspace"
-        self.warm = session_id is None
-        self._waiting = False  # a warm sandbox that is connected and can be bound
         self.origins: set[Path] = set()  # local origin repositories it can reach (set by start)
-        self._token = token
         self._repository_url = repository_url
-        self._options = options or SessionOptions()  # a warm one learns them when bound
         self.reference: Path | None = None
         self.agent = "builtin"  # the agent runtime it runs
         self.opencode: Path | None = None  # OpenCode's binary, when that is its agent
-        self._channel = SandboxChannel(provider._broker, sandbox_id)
         self._proc: asyncio.subprocess.Process | None = None
         self._slirp: asyncio.subprocess.Process | None = None
-        self._exited = asyncio.Event()
-        self._ready = asyncio.Event()
-        self._fatal: str | None = None
-        self._prompt_frames: asyncio.Queue[Any] = asyncio.Queue()
-        self._pushes: dict[str, asyncio.Future[Any]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._warned = False
 
@@ -343,13 +318,11 @@ class LocalSandbox:
     @property
     def claimable(self) -> bool:
         """Warm, connected, and still alive."""
-        alive = self._proc is not None and self._proc.returncode is None and self._fatal is None
-        return self._waiting and alive and self.session_id is None
+        alive = self._proc is not None and self._proc.returncode is None and self.fatal is None
+        return self.waiting and alive and self.session_id is None
 
-    @property
-    def model(self) -> str:
-        """The model the agent runs with: the session's own choice, else the setting."""
-        return self._options.model or self.provider.settings.model or ""
+    def on_waiting(self) -> None:
+        self.provider.pool_sandbox_waiting()
 
     async def bind(
         self,
@@ -360,19 +333,14 @@ class LocalSandbox:
         options: SessionOptions,
     ) -> None:
         """Give this warm sandbox to the session (its pool token is already void)."""
-        self.session_id, self._token = session_id, token
         self._repository_url, self.reference = repository_url, reference
-        self._options = options
         self.provider.session_root(session_id).symlink_to(self.root.name)
-        await self._channel.send(
-            Bind(
-                session_id=session_id,
-                token=token,
-                repository_url=strip_userinfo(repository_url) if repository_url else None,
-                reference=str(reference) if reference else None,
-                model=self.model,
-                branch=options.branch,
-            )
+        await self.send_bind(
+            session_id,
+            token,
+            strip_userinfo(repository_url) if repository_url else None,
+            options,
+            str(reference) if reference else None,
         )
 
     # ----- process ---------------------------------------------------------------------------
@@ -383,13 +351,13 @@ class LocalSandbox:
         paths = (local_path(url) for url in [*urls, self._repository_url] if url)
         self.origins = {path.resolve() for path in paths if path is not None and path.exists()}
         await asyncio.to_thread(self._prepare_dirs)
-        await self._channel.open()
+        await self.channel.open()
         env = self._environment()
         if self.isolated:
             await self._spawn_isolated(env)
         else:
             await self._spawn(self._command(), env, cwd=self.root)
-        self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._dispatch())]
+        self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self.dispatch())]
 
     def _prepare_dirs(self) -> None:
         (self.root / "home").mkdir(parents=True, exist_ok=True)
@@ -425,8 +393,8 @@ class LocalSandbox:
             env["OPEN_INSPECT_CORE_SOCKET"] = SOCKET_INSIDE
         if self._repository_url:
             env["OPEN_INSPECT_REPOSITORY_URL"] = strip_userinfo(self._repository_url)
-        if self._options.branch:
-            env["OPEN_INSPECT_BRANCH"] = self._options.branch
+        if self.options.branch:
+            env["OPEN_INSPECT_BRANCH"] = self.options.branch
         if self.reference is not None:
             env["OPEN_INSPECT_REFERENCE"] = str(self.reference)
         env["OPEN_INSPECT_AGENT"] = self.agent
@@ -550,7 +518,7 @@ class LocalSandbox:
         finally:
             log_file.close()
         assert self._proc.stdin is not None
-        self._proc.stdin.write(self._token.encode() + b"\n")
+        self._proc.stdin.write(self.token.encode() + b"\n")
         await self._proc.stdin.drain()
         self._proc.stdin.close()
         log.info(
@@ -566,66 +534,20 @@ class LocalSandbox:
     async def _watch(self) -> None:
         assert self._proc is not None
         code = await self._proc.wait()
-        self._exited.set()
+        self.exited.set()
         if self.session_id is None:
             self.provider._lost_warm(self)
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
-        self._fail(f"The sandbox process ended unexpectedly ({how}).")
+        self.fail(f"The sandbox process ended unexpectedly ({how}).")
 
-    def _fail(self, reason: str) -> None:
-        if self._fatal is None:
-            self._fatal = reason
-        self._prompt_frames.put_nowait(None)
-        for future in self._pushes.values():
-            if not future.done():
-                future.set_exception(SandboxFailed(reason))
-
-    # ----- frames ----------------------------------------------------------------------------
-
-    async def _dispatch(self) -> None:
-        while True:
-            frame = await self._channel.frames.get()
-            if isinstance(frame, Ready):
-                self._ready.set()
-                self._channel.acknowledge(frame)
-            elif isinstance(frame, Waiting):
-                self._waiting = True
-                self.provider.pool_sandbox_waiting()
-                self._channel.acknowledge(frame)
-            elif isinstance(frame, (PushComplete, PushError)):
-                self._channel.acknowledge(frame)
-                future = self._pushes.pop(frame.request_id, None)
-                if future is not None and not future.done():
-                    future.set_result(frame)
-            elif isinstance(frame, ErrorFrame) and frame.fatal:
-                self._channel.acknowledge(frame)
-                self._fail(frame.message)
-            else:
-                await self._prompt_frames.put(frame)
-
-    async def _next_prompt_frame(self) -> Any:
-        """The next frame for the running prompt; SandboxFailed when the sandbox is gone."""
-        stale = self.provider.settings.heartbeat_stale_seconds
-        while True:
-            if self._fatal is not None and self._prompt_frames.empty():
-                raise SandboxFailed(self._fatal)
-            try:
-                frame = await asyncio.wait_for(self._prompt_frames.get(), timeout=1.0)
-            except TimeoutError:
-                silent = time.monotonic() - self._channel.last_seen
-                if silent > stale:
-                    self._fail(f"The sandbox stopped responding (no heartbeat for {silent:.0f} s).")
-                continue
-            if frame is None:
-                continue
-            return frame
+    # ----- readiness -------------------------------------------------------------------------
 
     async def wait_ready(self) -> None:
         timeout = self.provider.settings.connect_timeout_seconds
         for attempt in range(1, _SPAWN_ATTEMPTS + 1):
-            if await self._ready_or_exit(timeout):
+            if await self.ready_or_exit(timeout):
                 return
-            if attempt == _SPAWN_ATTEMPTS or not self._exited.is_set():
+            if attempt == _SPAWN_ATTEMPTS or not self.exited.is_set():
                 break
             if not await asyncio.to_thread(self._namespace_setup_failed):
                 break
@@ -640,25 +562,7 @@ class LocalSandbox:
             )
             await asyncio.sleep(0.2 * attempt)  # a busy machine settles before the next try
             await self._respawn()
-        # A fatal error frame (a failed clone) says more than the exit code.
-        await asyncio.sleep(0.2)
-        if self._fatal is None:
-            self._fail(
-                f"The sandbox was not ready within {timeout:g} s (clone, setup and connection)."
-            )
-        raise SandboxFailed(self._fatal or "The sandbox failed to start.")
-
-    async def _ready_or_exit(self, timeout: float) -> bool:
-        ready = asyncio.create_task(self._ready.wait())
-        exited = asyncio.create_task(self._exited.wait())
-        try:
-            await asyncio.wait(
-                {ready, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            ready.cancel()
-            exited.cancel()
-        return self._ready.is_set()
+        raise await self.not_ready(timeout)
 
     def _namespace_setup_failed(self) -> bool:
         try:
@@ -676,22 +580,24 @@ class LocalSandbox:
         if self._slirp is not None and self._slirp.returncode is None:
             self._slirp.kill()
             await self._slirp.wait()
-        self._exited.clear()
-        self._fatal = None
+        self.exited.clear()
+        self.fatal = None
         while not self._prompt_frames.empty():
             self._prompt_frames.get_nowait()
         # The new process numbers its frames from 1 again: seen with the old numbering, its
         # first frames (the setup's outcome) would be taken for duplicates and dropped.
-        self._channel.new_peer()
+        self.channel.new_peer()
         await self._spawn_isolated(self._environment())
         self._tasks[0] = asyncio.create_task(self._watch())
 
     # ----- the sandbox interface -------------------------------------------------------------
 
-    async def run(self, request: PromptRequest) -> AsyncIterator[AgentEvent]:
-        if not self.isolated and not self._warned:
-            self._warned = True
-            yield AgentEvent(
+    def notices(self) -> list[AgentEvent]:
+        if self.isolated or self._warned:
+            return []
+        self._warned = True
+        return [
+            AgentEvent(
                 "warning",
                 {
                     "kind": "isolation",
@@ -700,70 +606,16 @@ class LocalSandbox:
                     "the agent can read everything this machine's user can.",
                 },
             )
-        await self.wait_ready()
-        author = request.author
-        email = author.email or (
-            f"{author.id.rsplit(':', 1)[-1]}@{self.provider.settings.noreply_domain}"
-        )
-        await self._channel.send(
-            PromptFrame(
-                prompt_id=request.prompt_id,
-                text=request.text,
-                author=Author(name=author.name, email=email),
-            )
-        )
-        while True:
-            frame = await self._next_prompt_frame()
-            if getattr(frame, "prompt_id", None) not in (None, request.prompt_id):
-                self._channel.acknowledge(frame)  # a late frame of an earlier prompt
-                continue
-            done = _committer(self._channel, frame)
-            if isinstance(frame, AgentEventFrame):
-                yield AgentEvent(frame.type, frame.data, done)
-            elif isinstance(frame, PromptComplete):
-                yield AgentEvent(
-                    "prompt_complete", frame.model_dump(exclude={"type", "seq", "prompt_id"}), done
-                )
-                return
-            elif isinstance(frame, ErrorFrame):
-                done()
-                raise AgentFailed(frame.message)
-
-    async def abort(self) -> None:
-        await self._channel.send(Stop())
-
-    async def push(self, branch: str, timeout: float = 120.0) -> str:
-        """Have the sandbox push HEAD to `branch`; raises SandboxFailed with git's reason."""
-        await self.wait_ready()
-        request_id = secrets.token_hex(6)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pushes[request_id] = future
-        broker = self.provider._broker
-        # Only now may the sandbox's git get the write credential.
-        await broker.cache_set(push_key(self.sandbox_id), b"1", timeout)
-        try:
-            await self._channel.send(Push(request_id=request_id, branch=branch))
-            result = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise SandboxFailed(
-                f"The push did not finish within {timeout:.0f} s: the remote may be slow or "
-                "unreachable. Nothing is lost: ask again."
-            ) from None
-        finally:
-            self._pushes.pop(request_id, None)
-            await broker.cache_delete(push_key(self.sandbox_id))
-        if isinstance(result, PushError):
-            raise SandboxFailed(f"The push failed: {result.message}")
-        return result.commit
+        ]
 
     async def close(self, hibernate: bool = False) -> None:
         """Stop the sandbox; with `hibernate`, its workspace is made to stand on its own first
         so that a later sandbox can resume it."""
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(Exception):
-                await self._channel.send(Shutdown(hibernate=hibernate))
+                await self.channel.send(Shutdown(hibernate=hibernate))
             try:
-                await asyncio.wait_for(self._exited.wait(), 30 if hibernate else 3)
+                await asyncio.wait_for(self.exited.wait(), 30 if hibernate else 3)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._proc.pid, signal.SIGKILL)
@@ -774,17 +626,10 @@ class LocalSandbox:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._channel.close()
+        await self.channel.close()
         await sandbox_store.revoke(self.provider._pool, self.sandbox_id)
         if self.session_id is None:  # never claimed: nothing of a session's lives here
             await asyncio.to_thread(shutil.rmtree, self.root, True)
-
-
-def _committer(channel: SandboxChannel, frame: Any):  # noqa: ANN202 - a small closure
-    def committed() -> None:
-        channel.acknowledge(frame)
-
-    return committed
 
 
 def _read_json(fd: int) -> dict[str, Any]:
