@@ -97,6 +97,35 @@ class Settings(BaseSettings):
         "local", validation_alias=_ours("SANDBOX_PROVIDER")
     )
     repositories: CommaList = Field(default_factory=list, validation_alias=_ours("REPOSITORIES"))
+    # --- the kubernetes provider (manifests/ deploys these values) ---
+    kubeconfig: Path | None = Field(None, validation_alias=_ours("KUBECONFIG"))  # else in-cluster
+    kubernetes_namespace: str = Field(
+        "open-inspect-sandboxes", validation_alias=_ours("KUBERNETES_NAMESPACE")
+    )
+    kubernetes_pod_template: Path = Field(
+        Path("/etc/open-inspect/sandbox/sandbox-pod.yaml"),
+        validation_alias=_ours("KUBERNETES_POD_TEMPLATE"),
+    )
+    # Labels every object this deployment makes: garbage collection touches only its own.
+    kubernetes_release: str = Field(
+        "open-inspect", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        validation_alias=_ours("KUBERNETES_RELEASE"),
+    )  # fmt: skip
+    # Where sandbox pods reach the control plane; None keeps the template's addresses.
+    kubernetes_core_url: str | None = Field(None, validation_alias=_ours("KUBERNETES_CORE_URL"))
+    kubernetes_storage_class: str | None = Field(
+        None, validation_alias=_ours("KUBERNETES_STORAGE_CLASS")
+    )
+    kubernetes_workspace_size: str = Field(
+        "10Gi", validation_alias=_ours("KUBERNETES_WORKSPACE_SIZE")
+    )
+    kubernetes_gc_seconds: float = Field(
+        300.0, gt=0, validation_alias=_ours("KUBERNETES_GC_SECONDS")
+    )
+    # A hibernated session's workspace is kept this long after its last activity.
+    workspace_retention_days: float = Field(
+        14.0, gt=0, validation_alias=_ours("WORKSPACE_RETENTION_DAYS")
+    )
     secrets_key: str | None = Field(None, validation_alias=_ours("SECRETS_KEY"))
     secrets_old_keys: CommaList = Field(
         default_factory=list, validation_alias=_ours("SECRETS_OLD_KEYS")

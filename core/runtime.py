@@ -22,6 +22,7 @@ from core.http import AccessLog, make_app
 from core.pricing import Pricing
 from core.proxy import Upstream, add_proxy_routes
 from core.sandboxes import SandboxProvider
+from core.sandboxes.kubernetes import KubernetesProvider
 from core.sandboxes.local import LocalProvider
 from core.store import embedded
 from core.store.db import open_pool
@@ -127,6 +128,23 @@ class Runtime:
         await self.pool.close()
 
 
+async def _provider(runtime: Runtime) -> LocalProvider | KubernetesProvider:
+    """The sandbox provider OPEN_INSPECT_SANDBOX_PROVIDER names, started."""
+    settings, engine = runtime.settings, runtime.engine
+    if settings.sandbox_provider == "kubernetes":
+        kubernetes = KubernetesProvider(settings, runtime.pool, runtime.broker, engine.replica)
+        await kubernetes.start()
+        return kubernetes
+    return LocalProvider(
+        settings,
+        runtime.pool,
+        runtime.broker,
+        runtime.http_url,
+        runtime.socket_path,
+        engine.github,
+    )
+
+
 async def start(
     settings: Settings,
     data_dir: DataDir,
@@ -152,18 +170,10 @@ async def start(
         await engine.start()
         if serve_http:
             await _serve(runtime, data_dir, mounts)
-        if provider is None and serve_http and settings.sandbox_provider == "local":
-            local = LocalProvider(
-                settings, pool, broker, runtime.http_url, runtime.socket_path, engine.github
-            )
-            engine.use_provider(local)
-            local.start_pool()
-        elif provider is None and serve_http:
-            log.warning(
-                "OPEN_INSPECT_SANDBOX_PROVIDER=%s cannot start sandboxes in this version: "
-                "prompts will fail until it is local",
-                settings.sandbox_provider,
-            )
+        if provider is None and serve_http:
+            chosen = await _provider(runtime)
+            engine.use_provider(chosen)
+            chosen.start_pool()
     except BaseException:
         await runtime.close()
         raise

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -21,7 +20,6 @@ from tests.engine_helpers import (
     BOB,
     event_log,
     fast_settings,
-    start_runtime,
     until,
     wait_state,
 )
@@ -442,20 +440,3 @@ async def test_a_stop_while_the_sandbox_starts_stops_the_prompt_before_it_runs(
     finally:
         await engine.close()
         await broker.close()
-
-
-async def test_a_provider_this_version_lacks_fails_prompts_saying_so(
-    database_url: str, data_dir: Path
-) -> None:
-    running = await start_runtime(database_url, data_dir, sandbox_provider="kubernetes")
-    try:
-        receipt = await running.engine.submit_prompt(
-            "cli:k8s:1", "cli:k8s", Author("cli:t", "T"), "hello", repository=None
-        )
-        assert await wait_state(running.pool, receipt.prompt_id, "failed") == "failed"
-        reason = await running.pool.fetchval(
-            "SELECT reason FROM prompts WHERE id = $1", receipt.prompt_id
-        )
-        assert "OPEN_INSPECT_SANDBOX_PROVIDER is kubernetes" in reason, reason
-    finally:
-        await running.close()

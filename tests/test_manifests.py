@@ -41,7 +41,7 @@ SANDBOX_RULES = {
     "pods": {"get", "list", "watch", "create", "patch", "delete"},
     "pods/log": {"get"},
     "secrets": {"get", "list", "create", "delete"},
-    "persistentvolumeclaims": {"get", "list", "create", "delete"},
+    "persistentvolumeclaims": {"get", "list", "create", "patch", "delete"},
 }
 # Addresses sandboxes must not reach in every rendering, and those of each overlay's cluster.
 BLOCKED = {

@@ -378,11 +378,6 @@ class SessionActor:
             await self._drop_sandbox("it reached its maximum lifetime")
         if self._sandbox is None:
             if self._ctx.provider is None:
-                if self._ctx.settings.sandbox_provider == "kubernetes":
-                    raise SandboxFailed(
-                        "OPEN_INSPECT_SANDBOX_PROVIDER is kubernetes, which this version cannot "
-                        "start sandboxes with yet: set it to local."
-                    )
                 raise SandboxFailed("No sandbox provider is configured on this engine.")
             self._ctx.breaker.check()
             await self._set_state("provisioning")

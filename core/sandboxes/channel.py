@@ -64,6 +64,15 @@ class SandboxChannel:
         while not self.frames.empty():
             self.frames.get_nowait()
 
+    @property
+    def frames_seen(self) -> int:
+        """How many of the sandbox's frames were taken in, in order."""
+        return self._inbox.processed
+
+    def resume_after(self, seq: int) -> None:
+        """Take over from another listener that took in the sandbox's first `seq` frames."""
+        self._inbox.processed = self._committed = seq
+
     async def send(self, frame: Any) -> None:
         """Send reliably: kept and resent until the sandbox acks it."""
         await self._publish(self._outbox.stamp(frame))
