@@ -13,18 +13,21 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC
 from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
 
 from core import runtime
+from core.audit import describe, parse_since
 from core.broker import open_broker
 from core.config import Settings
-from core.crypto import generate_key
+from core.crypto import CURRENT_KEY_VARIABLE, OLD_KEYS_VARIABLE, generate_key
 from core.datadir import DataDir
 from core.engine import Engine
-from core.errors import ConfigError, OpenInspectError
+from core.errors import ConfigError, NotFound, OpenInspectError
+from core.secrets import SecretInfo, check_name, check_repository, check_value
 from core.store.db import open_pool
 from core.store.migrations import migrate
 from core.terminal import run_session
@@ -69,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     keyword = choose_actions.add_parser("keyword", help="a word that names a repository")
     keyword.add_argument("key", metavar="word")
     keyword.add_argument("repository", help="owner/name, or - to remove")
+    _add_secrets_parser(commands)
+    audit_log = commands.add_parser("audit", help="print the audit log, newest last")
+    audit_log.add_argument(
+        "--since", help="from this time on: 2026-11-01, 2026-11-01T09:30, or an age (1h, 7d)"
+    )
+    audit_log.add_argument(
+        "--limit", type=int, default=100, help="at most this many entries (default: 100)"
+    )
     commands.add_parser("sandbox", help="the sandbox supervisor (started by a provider)")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -90,7 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"open-inspect: bad configuration:\n{_describe(exc)}", file=sys.stderr)
         return 2
-    if args.command == "settings":
+    if args.command == "secrets":
+        try:
+            command = _secrets_command(args)
+        except OpenInspectError as exc:
+            print(f"open-inspect: {exc}", file=sys.stderr)
+            return 2
+    elif args.command == "audit":
+        command = functools.partial(audit_command, since=args.since, limit=args.limit)
+    elif args.command == "settings":
         command = functools.partial(
             settings_command,
             action=args.action,
@@ -280,6 +299,116 @@ async def settings_command(settings: Settings, action: str, key: str, repository
             await engine.set_setting(KEYWORD_RULES, rules or None, by)
         for name, value in (await engine.settings_all()).items():
             print(f"{name} = {json.dumps(value)}")
+    return 0
+
+
+def _add_secrets_parser(commands: Any) -> None:
+    secrets = commands.add_parser(
+        "secrets", help="secrets the agent's commands get as environment variables"
+    )
+    actions = secrets.add_subparsers(dest="action", required=True)
+    repo_help = "for this repository only (owner/name); default: every repository"
+    put = actions.add_parser("set", help="set a secret; its value is read from stdin")
+    put.add_argument("--repo", help=repo_help)
+    put.add_argument("name", help="an environment variable name, e.g. NPM_TOKEN")
+    listing = actions.add_parser("list", help="names, scopes, dates and who set them; no values")
+    listing.add_argument("--repo", help="what a session in this repository gets")
+    remove = actions.add_parser("delete", help="delete a secret")
+    remove.add_argument("--repo", help=repo_help)
+    remove.add_argument("name")
+    actions.add_parser(
+        "rotate-key",
+        help=f"re-encrypt everything sealed under {OLD_KEYS_VARIABLE} with {CURRENT_KEY_VARIABLE}",
+    )
+
+
+def _secrets_command(args: argparse.Namespace) -> Any:
+    """The secrets command to run; `set` reads its value here, before anything else runs, and
+    never from the command line (which other users of the machine can see)."""
+    name, repository = getattr(args, "name", None), getattr(args, "repo", None)
+    value = None
+    if args.action in ("set", "delete"):
+        check_name(name)
+        check_repository(repository)
+    if args.action == "set":
+        value = _read_value(name)
+        check_value(name, value)
+    return functools.partial(
+        secrets_command, action=args.action, name=name, repository=repository, value=value
+    )
+
+
+def _read_value(name: str) -> str:
+    if sys.stdin is None:
+        return ""
+    if sys.stdin.isatty():
+        return getpass.getpass(f"Value of {name} (not shown): ")
+    value = sys.stdin.read()
+    # `echo value |` adds a newline the value does not have.
+    return value[:-2] if value.endswith("\r\n") else value.removesuffix("\n")
+
+
+def _scope(repository: str | None) -> str:
+    return repository or "every repository"
+
+
+async def secrets_command(
+    settings: Settings, action: str, name: str | None, repository: str | None, value: str | None
+) -> int:
+    by = f"cli:{getpass.getuser()}"
+    async with _engine_for_command(settings) as engine:
+        secrets = engine.secrets
+        if action == "set":
+            assert name is not None and value is not None
+            # A value sealed with a key the engine does not have would stop it from starting.
+            await secrets.check_key()
+            await secrets.set(name, value, repository, by)
+            print(
+                f"Secret {name} set for {_scope(repository)}. Sandboxes started from now on "
+                "get it; running ones keep what they started with."
+            )
+        elif action == "delete":
+            assert name is not None
+            if not await secrets.delete(name, repository, by):
+                raise NotFound(f"There is no secret {name} for {_scope(repository)}.")
+            print(f"Secret {name} of {_scope(repository)} deleted.")
+        elif action == "list":
+            _print_secrets(await secrets.list(repository), repository)
+        else:
+            await secrets.check_key()
+            count = await secrets.rotate_key(by)
+            print(
+                f"Re-encrypted {count} secret(s) and linked GitHub account(s) with the current "
+                f"key. {OLD_KEYS_VARIABLE} can now be emptied."
+            )
+    return 0
+
+
+def _print_secrets(infos: list[SecretInfo], repository: str | None) -> None:
+    if not infos:
+        print("No secrets." if repository is None else f"No secrets apply to {repository}.")
+        return
+    own = {info.name for info in infos if info.repository is not None}
+    rows = [("NAME", "SCOPE", "UPDATED", "BY")]
+    for info in infos:
+        scope = info.repository or "global"
+        if repository is not None and info.repository is None and info.name in own:
+            scope += f" (overridden by {repository})"
+        updated = info.updated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
+        rows.append((info.name, scope, updated, info.updated_by))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join([*(row[i].ljust(widths[i]) for i in range(3)), row[3]]))
+
+
+async def audit_command(settings: Settings, since: str | None, limit: int) -> int:
+    moment = parse_since(since) if since else None
+    async with _engine_for_command(settings) as engine:
+        entries = await engine.audit_log(moment, limit)
+    for entry in entries:
+        print(describe(entry))
+    if not entries:
+        print("The audit log has no entries" + (f" since {since}." if since else "."))
     return 0
 
 

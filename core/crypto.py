@@ -119,6 +119,10 @@ class Keyring:
         """Seals the same plaintext under the current key (key rotation)."""
         return self.encrypt(self.decrypt(sealed, context), context)
 
+    def has_key(self, key_id: str) -> bool:
+        """Whether data sealed with the key named `key_id` can be opened here."""
+        return key_id in self._ciphers
+
     def needs_rotation(self, sealed: Sealed) -> bool:
         return sealed.key_id != self._current_id
 

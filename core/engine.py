@@ -15,11 +15,12 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from core import classifier
+from core import audit, classifier
 from core.accounts import GitHubAccounts
 from core.actors.session import ActorContext, SessionActor, lease_name
 from core.broker import Broker, Subscription, SubscriptionLost
@@ -44,6 +45,7 @@ from core.models import (
 from core.proxy import ModelProxy
 from core.sandboxes import SandboxProvider
 from core.sandboxes.breaker import SpawnBreaker
+from core.secrets import SecretStore
 from core.store import defaults as defaults_store
 from core.store import events as event_store
 from core.store import outbox as outbox_store
@@ -52,6 +54,7 @@ from core.store import prompts as prompt_store
 from core.store import sandboxes as sandbox_store
 from core.store import sessions as session_store
 from core.store import settings as settings_store
+from core.store.audit import Entry
 from core.store.outbox import Letter
 from core.viewers import Viewer, keep_present, watchers
 
@@ -127,6 +130,9 @@ class Engine:
         )
         # People's GitHub accounts: their tokens are sealed, so there is none without the key.
         self.accounts = GitHubAccounts(pool, broker, settings, keyring) if keyring else None
+        # Secrets for the agent's commands, sealed with the same key.
+        self.secrets = SecretStore(pool, keyring)
+        self._ctx.secrets = self.secrets
         # The GitHub App (None when not configured): scoped tokens for git, its repositories.
         self.github = GitHubApp.from_settings(settings, broker, keyring)
         self._ctx.github = self.github
@@ -136,6 +142,8 @@ class Engine:
     # ----- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Refuses to start (ConfigError) when the secrets key cannot open what is stored.
+        await self.secrets.check_key()
         self._inbox = await self._broker.inbox(self.replica)
         self._tasks = [
             asyncio.create_task(self._read_inbox(), name="engine:inbox"),
@@ -210,7 +218,7 @@ class Engine:
         if existing is not None:
             return await self._receipt(existing, created=False)
         async with self._pool.acquire() as conn, conn.transaction():
-            session_id, _ = await session_store.find_or_create(
+            session_id, started = await session_store.find_or_create(
                 conn, thread_key, repository, author, model, branch
             )
             await session_store.remember_user(conn, author)
@@ -218,6 +226,12 @@ class Engine:
             prompt, created = await prompt_store.insert(
                 conn, session_id, source_key, author, text, context or {}
             )
+            if started:
+                details = {"repository": repository, "thread": thread_key}
+                await audit.record(conn, author.id, "session.start", session_id, details)
+            if created:
+                details = {"session": session_id, "source": source_key}
+                await audit.record(conn, author.id, "prompt.submit", str(prompt.id), details)
         if created:
             await self._deliver(session_id, {"kind": "wake"})
         return await self._receipt(prompt, created)
@@ -418,11 +432,20 @@ class Engine:
 
     async def set_setting(self, name: str, value: Any, by: str) -> None:
         """Set (or with None, remove) a run-time setting."""
-        if value is None:
-            await settings_store.delete(self._pool, name)
-        else:
-            await settings_store.put(self._pool, name, value, by)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if value is None:
+                await settings_store.delete(conn, name)
+                await audit.record(conn, by, "setting.delete", name)
+            else:
+                await settings_store.put(conn, name, value, by)
+                await audit.record(conn, by, "setting.set", name)
         log.info("setting %s changed by %s", name, by)
+
+    # ----- the audit log ---------------------------------------------------------------------
+
+    async def audit_log(self, since: datetime | None = None, limit: int = 100) -> list[Entry]:
+        """The newest `limit` audit entries (at or after `since`), oldest first."""
+        return await audit.entries(self._pool, since, limit)
 
     # ----- links to the session page ---------------------------------------------------------
 
@@ -723,6 +746,9 @@ class Engine:
             "opened" if pull.created else "updated",
             by.id,
         )
+        details = {"session": session_id, "number": pull.number, "url": pull.url,
+                   "branch": branch, "created": pull.created}  # fmt: skip
+        await audit.record(self._pool, by.id, "pull_request.open", repository, details)
         await self._log_pull_request(session_id, pull, by)
         return pull
 

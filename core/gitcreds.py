@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from aiohttp import web
 
+from core import audit
 from core.bridge import bearer
 from core.broker import Broker
 from core.config import Settings
@@ -109,7 +110,17 @@ class GitCredentials:
         log.info(
             "session %s: %s credentials handed to sandbox %s", session_id, operation, sandbox_id
         )
+        await self._audit(session_id, sandbox_id, info.repository or "", operation)
         return web.json_response({"username": user or "x-access-token", "password": secret})
+
+    async def _audit(
+        self, session_id: str, sandbox_id: str, repository: str, operation: str
+    ) -> None:
+        access = "write" if operation == "write" else "read"
+        details = {"session": session_id, "access": access}
+        await audit.record(
+            self._pool, f"sandbox:{sandbox_id}", "git_token.issue", repository, details
+        )
 
     async def _pushing(self, sandbox_id: str) -> bool:
         return await self._broker.cache_get(push_key(sandbox_id)) is not None
@@ -150,4 +161,5 @@ class GitCredentials:
             token.fingerprint,
             sandbox_id,
         )
+        await self._audit(session_id, sandbox_id, repository, operation)
         return web.json_response({"username": "x-access-token", "password": token.token})

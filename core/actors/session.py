@@ -15,17 +15,21 @@ import asyncpg
 
 from core.broker import Broker, Lease
 from core.config import Settings
-from core.errors import AgentFailed, Fenced, SandboxFailed, SandboxRefused
+from core.errors import AgentFailed, Fenced, OpenInspectError, SandboxFailed, SandboxRefused
 from core.eventlog import EventLog
 from core.github.app import GitHubApp
 from core.models import Prompt, session_branch
+from core.redaction import Redactor
 from core.sandboxes import PromptRequest, Sandbox, SandboxProvider, SessionOptions
 from core.sandboxes.breaker import SpawnBreaker
+from core.secrets import SecretStore
 from core.store import prompts as prompt_store
 from core.store import sessions as session_store
 from core.viewers import watched
 
 log = logging.getLogger(__name__)
+
+_SHAPES_ONLY = Redactor({})
 
 
 @dataclass
@@ -39,6 +43,7 @@ class ActorContext:
     replica: str
     breaker: SpawnBreaker
     github: GitHubApp | None = None  # the GitHub App, when configured: pushes' write tokens
+    secrets: SecretStore | None = None  # whose values are redacted from the log
 
 
 def lease_name(session_id: str) -> str:
@@ -87,6 +92,10 @@ class SessionActor:
         self._lease_lost = False
         self._deferred: list[dict[str, Any]] = []
         self._log_context = f"session {session_id}"
+        # Redacts the session's secret values (and credential shapes) from every event before
+        # it is stored: the page, Slack and the CLI all read the log.
+        self._repository: str | None = None
+        self._redactor = _SHAPES_ONLY
         self.task = asyncio.create_task(self._main(), name=f"actor:{session_id}")
 
     def tell(self, message: dict[str, Any]) -> None:
@@ -150,6 +159,11 @@ class SessionActor:
     async def _recover(self) -> None:
         """Prompts a previous owner left running cannot be resumed: say so, never drop them."""
         info = await session_store.get(self._ctx.pool, self.session_id)
+        self._repository = info.repository
+        try:
+            await self._refresh_redactor()
+        except OpenInspectError as exc:  # its prompts fail, saying so
+            log.error("%s: the secrets cannot be read: %s", self._log_context, exc)
         if info.last_seq == 0:
             self._emit("session_created", {"repository": info.repository})
         self._state = info.state
@@ -332,6 +346,10 @@ class SessionActor:
         """Run the prompt in the sandbox; the outcome as (state, reason)."""
         request = PromptRequest(prompt.id, prompt.text, prompt.author, prompt.context)
         try:
+            await self._refresh_redactor()
+        except OpenInspectError as exc:
+            return "failed", f"The secrets could not be read, so the prompt did not run: {exc}"
+        try:
             sandbox = await self._ensure_sandbox()
             if self._stop_reason:  # stopped while the sandbox was starting: nothing to abort
                 return "stopped", self._stop_reason
@@ -430,6 +448,8 @@ class SessionActor:
             )
 
     async def _finish(self, prompt: Prompt, state: str, reason: str | None) -> None:
+        reason = self._redactor.redact(reason) if reason else reason
+
         async def record(conn: asyncpg.Connection) -> None:
             await prompt_store.set_state(conn, prompt.id, state, reason)
 
@@ -465,7 +485,13 @@ class SessionActor:
         assert self._log is not None
         if self._log.fenced:
             raise _SteppedDown("a newer owner holds this session")
-        return self._log.append(type, data, **kwargs)
+        return self._log.append(type, self._redactor.redact_value(data), **kwargs)
+
+    async def _refresh_redactor(self) -> None:
+        """The redactor of the session's secrets as they are now (a cheap check when none
+        changed)."""
+        if self._ctx.secrets is not None:
+            self._redactor = await self._ctx.secrets.redactor(self._repository)
 
     async def _flush(self) -> None:
         assert self._log is not None

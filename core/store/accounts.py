@@ -53,8 +53,10 @@ async def put(conn: asyncpg.Connection | asyncpg.Pool, account: Account) -> None
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, person_id: str) -> Account | None:
     row = await conn.fetchrow("SELECT * FROM github_accounts WHERE person_id = $1", person_id)
-    if row is None:
-        return None
+    return None if row is None else _account(row)
+
+
+def _account(row: asyncpg.Record) -> Account:
     key = row["key_id"]
     return Account(
         person_id=row["person_id"],
@@ -95,3 +97,33 @@ async def delete_pending(
         person_id,
         login,
     )
+
+
+async def sealed_tokens(conn: asyncpg.Connection, for_update: bool = False) -> list[Account]:
+    """Every stored account (key rotation re-seals their tokens)."""
+    rows = await conn.fetch(
+        "SELECT * FROM github_accounts ORDER BY person_id" + (" FOR UPDATE" if for_update else "")
+    )
+    return [_account(row) for row in rows]
+
+
+async def reseal(
+    conn: asyncpg.Connection, person_id: str, access_token: Sealed, refresh_token: Sealed | None
+) -> None:
+    """The same tokens sealed anew, under one key (the row has one key id for both)."""
+    if refresh_token is not None and refresh_token.key_id != access_token.key_id:
+        raise ValueError("both tokens of an account are sealed under one key")
+    await conn.execute(
+        """UPDATE github_accounts SET key_id = $2, access_token = $3, refresh_token = $4
+           WHERE person_id = $1""",
+        person_id,
+        access_token.key_id,
+        access_token.ciphertext,
+        refresh_token.ciphertext if refresh_token else None,
+    )
+
+
+async def key_ids(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
+    """How many accounts each key sealed."""
+    rows = await conn.fetch("SELECT key_id, count(*) AS n FROM github_accounts GROUP BY key_id")
+    return {row["key_id"]: row["n"] for row in rows}
