@@ -797,6 +797,32 @@ async def test_a_home_button_opens_a_modal_whose_inputs_submit_what_they_show(
     }
 
 
+async def test_a_conversation_menu_submits_the_id_picked_or_shown(slack: SlackEmulator) -> None:
+    submitted: list[dict[str, Any]] = []
+    menu = {"type": "conversations_select", "action_id": "where",
+            "filter": {"include": ["public", "private"], "exclude_bot_users": True}}  # fmt: skip
+    form = {**MODAL, "blocks": [
+        {"type": "input", "block_id": "channel", "label": {"type": "plain_text", "text": "In"},
+         "element": menu},
+        {"type": "input", "block_id": "also", "label": {"type": "plain_text", "text": "Also"},
+         "element": {**menu, "initial_conversation": QUIET}, "optional": True},
+    ]}  # fmt: skip
+    async with bolt(slack) as app:
+
+        @app.view("approve_form")
+        async def on_submit(ack: Any, view: dict[str, Any]) -> None:
+            await ack()
+            submitted.append(view["state"]["values"])
+
+        opened = await app.client.views_open(trigger_id=slack.new_trigger_id(ALICE), view=form)
+        await slack.submit_view(ALICE, opened["view"]["id"], {"channel": {"where": GENERAL}})
+        await until(lambda: submitted, what="the submission")
+    assert submitted[0] == {
+        "channel": {"where": {"type": "conversations_select", "selected_conversation": GENERAL}},
+        "also": {"where": {"type": "conversations_select", "selected_conversation": QUIET}},
+    }
+
+
 # ----- driving it by hand -----------------------------------------------------------------
 
 

@@ -268,6 +268,12 @@ class Events:
 
 
 _SELECTS = ("static_select", "external_select")
+# Menus of the workspace's own conversations, channels and people: their state names the id.
+_PICKERS = {
+    "conversations_select": "conversation",
+    "channels_select": "channel",
+    "users_select": "user",
+}
 
 
 def state_values(values: dict[str, Any], blocks: list[dict[str, Any]] = ()) -> dict[str, Any]:
@@ -275,7 +281,8 @@ def state_values(values: dict[str, Any], blocks: list[dict[str, Any]] = ()) -> d
     element shows (its initial value or option, else null), unless the person entered
     something. `values`: {block_id: {action_id: value}}; a string is typed into a text input,
     or picks the option with that value in a select (static: one of its options); a dict is
-    taken as the element's state as it is."""
+    taken as the element's state as it is. A conversations, channels or users menu takes
+    the id of what is picked."""
     inputs = {
         block["block_id"]: block["element"]
         for block in blocks
@@ -295,6 +302,11 @@ def state_values(values: dict[str, Any], blocks: list[dict[str, Any]] = ()) -> d
 
 def _shown(element: dict[str, Any]) -> dict[str, Any]:
     kind = element.get("type")
+    if kind in _PICKERS:
+        return {
+            "type": kind,
+            f"selected_{_PICKERS[kind]}": element.get(f"initial_{_PICKERS[kind]}"),
+        }
     if kind in _SELECTS:
         return {"type": kind, "selected_option": element.get("initial_option")}
     return {"type": kind, "value": element.get("initial_value")}
@@ -302,6 +314,8 @@ def _shown(element: dict[str, Any]) -> dict[str, Any]:
 
 def _entered(element: dict[str, Any], value: str) -> dict[str, Any]:
     kind = element.get("type", "plain_text_input")
+    if kind in _PICKERS:
+        return {"type": kind, f"selected_{_PICKERS[kind]}": value or None}
     if kind not in _SELECTS:
         return {"type": kind, "value": value or None}  # Slack sends null for an empty input
     groups = element.get("option_groups") or []
