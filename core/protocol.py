@@ -131,7 +131,7 @@ class Author(BaseModel):
 
 class Bind(_Frame):
     """Hands a warm sandbox to a session: until now it held only a pool token, which core has
-    just replaced with `token`. Carries a secret, so it is never logged (repr hides it)."""
+    just replaced with `token`. Carries secrets, so it is never logged (repr hides them)."""
 
     type: Literal["bind"] = "bind"
     session_id: str
@@ -140,6 +140,9 @@ class Bind(_Frame):
     reference: str | None = None  # the repository's mirror, to borrow objects from
     model: str | None = None  # the session's model; None keeps the one the sandbox started with
     branch: str | None = None  # cloned instead of the repository's default branch
+    # The session's secrets ({NAME: value}), for setup.sh and the agent's commands; a sandbox
+    # started for its session reads them from stdin instead.
+    secrets: dict[str, str] = Field(default_factory=dict, repr=False)
 
 
 class PromptFrame(_Frame):

@@ -1,4 +1,4 @@
-"""Run the sandbox supervisor: `python -m sandbox` (the token arrives on stdin)."""
+"""Run the sandbox supervisor: `python -m sandbox` (its token and secrets arrive on stdin)."""
 
 from sandbox.supervisor import main
 

@@ -3,7 +3,8 @@
 An agent that runs as its own process (OpenCode) needs an API key in its configuration, and
 what is in its configuration or environment its shell commands can read. It is given a
 placeholder instead and pointed here; the supervisor, which holds the token, puts it on each
-request on the way to core.
+request on the way to core. Request bodies are redacted on the way: they carry the results of
+the agent's tools, which may have printed a secret.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 
+from core.redaction import Redactor
+from sandbox.redacting import redact_body
+
 PLACEHOLDER_KEY = "open-inspect-sandbox"  # what the agent sends; never a credential
+_SHAPES_ONLY = Redactor({})
 
 # The caller's own credentials and the hop's headers stay behind.
 _DROPPED = frozenset(
@@ -25,9 +30,16 @@ class ModelRelay:
     """`/anthropic/...` and `/openai/...` on 127.0.0.1 → core's `/proxy/anthropic/...` and
     `/proxy/openai/...`, streamed both ways."""
 
-    def __init__(self, core_url: str, token: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        core_url: str,
+        token: Callable[[], str],
+        redactor: Callable[[], Redactor] = lambda: _SHAPES_ONLY,
+    ) -> None:
         self._core_url = core_url.rstrip("/")
-        self._token = token  # read per request: a warm sandbox's token changes when bound
+        # Both read per request: a warm sandbox's token and secrets change when it is bound.
+        self._token = token
+        self._redactor = redactor
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self.url = ""
@@ -65,7 +77,7 @@ class ModelRelay:
                 url,
                 params=request.query,
                 headers=headers,
-                data=await request.read(),
+                data=redact_body(self._redactor(), await request.read()),
             )
         except aiohttp.ClientError as exc:
             return web.json_response(

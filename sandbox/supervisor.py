@@ -3,7 +3,9 @@ repository's `.openinspect/setup.sh`), keeps the bridge to core, runs each promp
 commits what changed with the prompt's author, and pushes when core asks.
 
 It reads its bridge token from the first line of stdin, so the token is in no environment
-that the agent's commands could list.
+that the agent's commands could list, and the session's secrets from the second (a JSON object
+{NAME: value}; no line, no secrets). The secrets become environment variables of setup.sh and
+the agent's commands, and are redacted from everything the sandbox sends (`sandbox.redacting`).
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +38,7 @@ from core.protocol import (
     Stop,
     Waiting,
 )
+from core.redaction import Redactor
 from sandbox.agents import AgentAborted, AgentError, AgentRuntime, ModelConfig
 from sandbox.agents.builtin import BuiltinAgent
 from sandbox.agents.opencode import OpenCodeAgent, OpenCodeConfig
@@ -42,6 +46,7 @@ from sandbox.bridge import BridgeClient, BridgeRefused
 from sandbox.forward import forward_to_socket
 from sandbox.git import BASE_REF, Changes, Git, GitError
 from sandbox.model_relay import PLACEHOLDER_KEY, ModelRelay
+from sandbox.redacting import LogRedaction, RedactedEmit, redact_frame
 from sandbox.tools import Tools
 
 log = logging.getLogger("sandbox")
@@ -80,6 +85,7 @@ class SandboxConfig:
     opencode_binary: Path | None = None
     opencode_stall_seconds: float = 600.0
     opencode_webfetch: bool = False
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)  # {NAME: value}
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> SandboxConfig:
@@ -121,10 +127,28 @@ class SandboxConfig:
 
 
 def agent_env(config: SandboxConfig) -> dict[str, str]:
-    """The scrubbed environment of the agent's commands: no token, no core address."""
-    env = {name: os.environ[name] for name in _PASS_THROUGH if name in os.environ}
+    """The scrubbed environment of the agent's commands: the session's secrets, and no token,
+    no core address. Our own variables win over a secret of the same name."""
+    env = dict(config.secrets)
+    env.update({name: os.environ[name] for name in _PASS_THROUGH if name in os.environ})
     env.update(HOME=str(config.home), GIT_TERMINAL_PROMPT="0")
     return env
+
+
+def read_secrets(line: str) -> dict[str, str]:
+    """The secrets line of stdin: a JSON object of names to values (blank: none). ValueError
+    when it is something else; the message never repeats the line."""
+    if not line.strip():
+        return {}
+    try:
+        secrets = json.loads(line)
+    except ValueError:
+        raise ValueError("the secrets line on stdin is not JSON") from None
+    if not isinstance(secrets, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()
+    ):
+        raise ValueError("the secrets line on stdin is not a JSON object of names to values")
+    return secrets
 
 
 class Supervisor:
@@ -132,6 +156,7 @@ class Supervisor:
         self.config = config
         self._token = token
         self._bridge = BridgeClient(config.bridge_url, token, self._on_frame, config.heartbeat)
+        self.redactor = Redactor(config.secrets)
         self._git = self._make_git()
         self._agent: AgentRuntime | None = None
         self._relay: ModelRelay | None = None
@@ -148,6 +173,10 @@ class Supervisor:
             "OPEN_INSPECT_SANDBOX_TOKEN": self._token,
         }
         return Git(self.config.workspace, env)
+
+    async def _send(self, frame: Any) -> None:
+        """Every frame for core goes out redacted."""
+        await self._bridge.send(redact_frame(self.redactor, frame))
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -178,9 +207,7 @@ class Supervisor:
         try:
             await self._boot()
         except GitError as exc:
-            await self._bridge.send(
-                ErrorFrame(message=f"Could not get the repository: {exc}", fatal=True)
-            )
+            await self._send(ErrorFrame(message=f"Could not get the repository: {exc}", fatal=True))
             return 1
         if self.config.agent == "opencode":
             # OpenCode takes seconds to start: while the first prompt is on its way (a warm
@@ -206,7 +233,7 @@ class Supervisor:
                 self._running = asyncio.create_task(self._prompt(command))
                 await self._running
                 if self._crashes > self.config.agent_restarts:
-                    await self._bridge.send(
+                    await self._send(
                         ErrorFrame(
                             message=f"The agent crashed {self._crashes} times in a row; "
                             "the sandbox gives up.",
@@ -235,7 +262,7 @@ class Supervisor:
             # clone goes into that empty directory once a session binds it.
             self.config.workspace.mkdir(parents=True, exist_ok=True)
             self._preparing = asyncio.create_task(self._prepare_agent(session=False))
-        await self._bridge.send(Waiting())
+        await self._send(Waiting())
         while True:
             command = await self._commands.get()
             if isinstance(command, Shutdown):
@@ -251,13 +278,17 @@ class Supervisor:
             reference=reference,
             model=command.model or self.config.model,
             branch=command.branch,
+            secrets=command.secrets,
         )
+        self.redactor = Redactor(command.secrets)
         # The pool token is void now: reconnects, the model proxy and git use the session's.
         self._token = command.token
         self._bridge.use_token(command.token)
         self._git = self._make_git()
-        if self._preparing is not None and self.config.model != started_with:
-            await self._preparing  # OpenCode's configuration names the model: start it anew
+        if self._preparing is not None and (self.config.model != started_with or command.secrets):
+            # OpenCode's configuration names the model, and its environment holds the
+            # secrets: start it anew.
+            await self._preparing
             self._preparing = None
             if self._agent is not None:
                 await self._agent.aclose()
@@ -280,7 +311,7 @@ class Supervisor:
         _exclude_junk(config.workspace)
         await self._git.mark_base()
         await self._setup()
-        await self._bridge.send(Ready(head=await self._git.head_or_none()))
+        await self._send(Ready(head=await self._git.head_or_none()))
 
     async def _setup(self) -> None:
         script = self.config.workspace / ".openinspect" / "setup.sh"
@@ -316,7 +347,7 @@ class Supervisor:
                 f"the session goes on.\n{tail}",
             )
         else:
-            await self._bridge.send(
+            await self._send(
                 AgentEventFrame(
                     type="warning",
                     data={
@@ -328,7 +359,7 @@ class Supervisor:
             )
 
     async def _warn(self, kind: str, message: str, prompt_id: int | None = None) -> None:
-        await self._bridge.send(
+        await self._send(
             AgentEventFrame(
                 type="warning",
                 prompt_id=prompt_id,
@@ -341,12 +372,12 @@ class Supervisor:
     async def _make_agent(self) -> AgentRuntime:
         config = self.config
         if config.agent != "opencode":
-            tools = Tools(config.workspace, agent_env(config))
+            tools = Tools(config.workspace, agent_env(config), redactor=self.redactor)
             return BuiltinAgent(config.model_config(self._token), tools)
         if config.opencode_binary is None:
             raise AgentError("OPEN_INSPECT_AGENT is opencode, but no OpenCode binary was given.")
         if self._relay is None:
-            self._relay = ModelRelay(config.core_url, lambda: self._token)
+            self._relay = ModelRelay(config.core_url, lambda: self._token, lambda: self.redactor)
             await self._relay.start()
         return OpenCodeAgent(
             OpenCodeConfig(
@@ -383,18 +414,20 @@ class Supervisor:
             if self._agent is None:
                 self._agent = await self._make_agent()
         except AgentError as exc:
-            await self._bridge.send(ErrorFrame(prompt_id=frame.prompt_id, message=str(exc)))
+            await self._send(ErrorFrame(prompt_id=frame.prompt_id, message=str(exc)))
             return
 
-        async def emit(event: str, data: dict[str, Any]) -> None:
-            await self._bridge.send(
-                AgentEventFrame(type=event, prompt_id=frame.prompt_id, data=data)
-            )
+        async def send(event: str, data: dict[str, Any]) -> None:
+            await self._send(AgentEventFrame(type=event, prompt_id=frame.prompt_id, data=data))
 
+        emit = RedactedEmit(self.redactor, send)
         error: ErrorFrame | None = None
         answer = ""
         try:
-            answer = await self._agent.run(frame.text, emit)
+            try:
+                answer = await self._agent.run(frame.text, emit)
+            finally:
+                await emit.flush()
             self._crashes = 0
         except AgentAborted:
             error = ErrorFrame(prompt_id=frame.prompt_id, message="stopped", aborted=True)
@@ -419,10 +452,10 @@ class Supervisor:
             await self._warn("git", f"Could not commit the changes: {exc}", frame.prompt_id)
             commit, changes, total = None, None, None
         if error is not None:
-            await self._bridge.send(error)
+            await self._send(error)
             return
         own = _change_set(changes) if changes else ChangeSet()
-        await self._bridge.send(
+        await self._send(
             PromptComplete(
                 prompt_id=frame.prompt_id,
                 answer=answer,
@@ -437,9 +470,9 @@ class Supervisor:
         try:
             commit = await self._git.push(frame.branch)
         except GitError as exc:
-            await self._bridge.send(PushError(request_id=frame.request_id, message=str(exc)))
+            await self._send(PushError(request_id=frame.request_id, message=str(exc)))
             return
-        await self._bridge.send(
+        await self._send(
             PushComplete(request_id=frame.request_id, branch=frame.branch, commit=commit)
         )
 
@@ -472,8 +505,14 @@ def main() -> int:
     if not token:
         print("sandbox: no bridge token on stdin", file=sys.stderr)
         return 2
+    try:
+        secrets = read_secrets(sys.stdin.readline())
+    except ValueError as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return 2
+    config = dataclasses.replace(SandboxConfig.from_env(dict(os.environ)), secrets=secrets)
     loop = asyncio.new_event_loop()
-    code = loop.run_until_complete(_serve(SandboxConfig.from_env(dict(os.environ)), token))
+    code = loop.run_until_complete(_serve(config, token))
     # The supervisor has finished (or was refused); a command it cut short (a git process
     # cancelled mid-way) must not keep the sandbox alive while the loop winds down.
     logging.shutdown()
@@ -487,8 +526,14 @@ async def _serve(config: SandboxConfig, token: str) -> int:
         server, port = await forward_to_socket(socket_path)
         config = dataclasses.replace(config, core_url=f"http://127.0.0.1:{port}")
         async with server:
-            return await Supervisor(config, token).run()
-    return await Supervisor(config, token).run()
+            return await _supervise(config, token)
+    return await _supervise(config, token)
+
+
+async def _supervise(config: SandboxConfig, token: str) -> int:
+    supervisor = Supervisor(config, token)
+    LogRedaction(lambda: supervisor.redactor).install()
+    return await supervisor.run()
 
 
 def _change_set(changes: Changes) -> ChangeSet:

@@ -6,13 +6,15 @@ or overwrite files of the sandbox itself by accident. `bash` is not confined by 
 sandbox around it is the boundary, and its environment is the scrubbed one it is given.
 
 A tool never raises into the agent's loop: failures come back as results with `is_error` set,
-worded so that the model can correct itself.
+worded so that the model can correct itself. Every result is redacted (the session's secret
+values, credential shapes) before the model or anyone else sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
+
+from core.redaction import Redactor
 
 # A NUL byte in the first block of a file is how git and grep tell binaries apart too.
 BINARY_SNIFF_BYTES = 8192
@@ -139,8 +143,10 @@ class Tools:
         max_matches: int = 200,
         max_search_file_bytes: int = 2_000_000,
         drain_timeout: float = 1.0,
+        redactor: Redactor | None = None,
     ) -> None:
         self.root = Path(os.path.realpath(workspace))
+        self.redactor = redactor or Redactor({})
         self.env = dict(env)
         self.bash_timeout = bash_timeout
         self.max_bash_timeout = max(max_bash_timeout, bash_timeout)
@@ -182,7 +188,13 @@ class Tools:
         ]
 
     async def call(self, name: str, arguments: Mapping[str, Any]) -> ToolResult:
-        """Runs the tool `name` with the model's arguments, checked against its schema."""
+        """Runs the tool `name` with the model's arguments, checked against its schema; the
+        result comes back redacted."""
+        result = await self._call(name, arguments)
+        output = self.redactor.redact(result.output)
+        return result if output is result.output else dataclasses.replace(result, output=output)
+
+    async def _call(self, name: str, arguments: Mapping[str, Any]) -> ToolResult:
         spec = next((s for s in self.specs() if s.name == name), None)
         if spec is None:
             known = ", ".join(s.name for s in self.specs())

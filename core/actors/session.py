@@ -20,7 +20,7 @@ from core.eventlog import EventLog
 from core.github.app import GitHubApp
 from core.models import Prompt, session_branch
 from core.redaction import Redactor
-from core.sandboxes import PromptRequest, Sandbox, SandboxProvider, SessionOptions
+from core.sandboxes import AgentEvent, PromptRequest, Sandbox, SandboxProvider, SessionOptions
 from core.sandboxes.breaker import SpawnBreaker
 from core.secrets import SecretStore
 from core.store import prompts as prompt_store
@@ -67,6 +67,41 @@ def _when_committed(callback: Callable[[], None]) -> Callable[[asyncio.Future[An
 
 class _SteppedDown(Exception):
     """The lease was lost: stop at once and write nothing more."""
+
+
+class _Deltas:
+    """A prompt's text deltas through a stream redactor, since a value split across two deltas
+    is whole in neither. What it holds back goes into the log with the next event (or at the
+    end); the sandbox is told the held deltas are committed only once that event is."""
+
+    def __init__(self, redactor: Redactor, prompt_id: int) -> None:
+        self._stream = redactor.stream()
+        self._prompt_id = prompt_id
+        self._held: list[Callable[[], None]] = []
+
+    def append(self, emit: Callable[..., asyncio.Future[Any]], event: AgentEvent) -> None:
+        if event.committed is not None:
+            self._held.append(event.committed)
+        if event.type == "text_delta" and isinstance(event.data.get("text"), str):
+            shown = self._stream.feed(event.data["text"])
+            if shown:
+                self._commit(emit("text_delta", {**event.data, "text": shown}, **self._of()))
+            return
+        self.flush(emit)
+        self._commit(emit(event.type, event.data, **self._of()))
+
+    def flush(self, emit: Callable[..., asyncio.Future[Any]]) -> None:
+        rest = self._stream.flush()
+        if rest:
+            self._commit(emit("text_delta", {"text": rest}, **self._of()))
+
+    def _of(self) -> dict[str, Any]:
+        return {"prompt_id": self._prompt_id}
+
+    def _commit(self, appended: asyncio.Future[Any]) -> None:
+        for callback in self._held:
+            appended.add_done_callback(_when_committed(callback))
+        self._held = []
 
 
 class SessionActor:
@@ -286,6 +321,11 @@ class SessionActor:
                AND NOT announced ORDER BY id""",
             self.session_id,
         )
+        if rows:
+            # A prompt's text may hold a secret set just now. A failure fails the prompt
+            # when it runs, saying why.
+            with contextlib.suppress(OpenInspectError):
+                await self._refresh_redactor()
         for row in rows:
             prompt = Prompt.from_row(row)
             position = await prompt_store.position(self._ctx.pool, prompt)
@@ -354,15 +394,19 @@ class SessionActor:
             if self._stop_reason:  # stopped while the sandbox was starting: nothing to abort
                 return "stopped", self._stop_reason
             stop_sent = False
-            async with asyncio.timeout(self._lifetime_left()):
-                async for event in sandbox.run(request):
-                    appended = self._emit(event.type, event.data, prompt_id=prompt.id)
-                    if event.committed is not None:
-                        appended.add_done_callback(_when_committed(event.committed))
-                    if self._stop_reason and not stop_sent:
-                        # A stop sent before the sandbox had the prompt found nothing to abort.
-                        stop_sent = True
-                        await sandbox.abort()
+            deltas = _Deltas(self._redactor, prompt.id)
+            try:
+                async with asyncio.timeout(self._lifetime_left()):
+                    async for event in sandbox.run(request):
+                        deltas.append(self._emit, event)
+                        if self._stop_reason and not stop_sent:
+                            # A stop sent before the sandbox had the prompt found nothing to
+                            # abort.
+                            stop_sent = True
+                            await sandbox.abort()
+            finally:
+                if self._log is not None and not self._log.fenced:
+                    deltas.flush(self._emit)  # however the prompt ended: the text is kept
         except SandboxFailed as exc:
             if self._stop_reason:
                 return "stopped", self._stop_reason
