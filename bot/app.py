@@ -23,6 +23,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands, github_links, home, repositories, unfurls
+from bot.access import Access
 from bot.budget import Budget
 from bot.conversation import Thread
 from bot.errors import slack_error
@@ -55,7 +56,8 @@ class SlackBot:
         self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
         self.app = AsyncApp(client=self.client, process_before_response=True)
         self.handler = AsyncSocketModeHandler(self.app, settings.slack_app_token)
-        self.people = People(self.client, broker, settings)
+        self.people = People(self.client, broker)
+        self.access = Access(settings)
         self.budget = Budget(broker, settings)
         self.outbox = Outbox(self.client, engine, self.budget)
         self.bot_user_id = ""
@@ -239,7 +241,7 @@ class SlackBot:
             return
         thread = Thread(team, channel, event.get("thread_ts") or ts)
         person = await self.people.get(user)
-        if (refusal := self.people.refusal(person, team, channel)) is not None:
+        if (refusal := self.access.refusal(person, team, channel)) is not None:
             self.spawn(self._ephemeral(channel, user, thread.ts, refusal), "refusal")
             return
         raw = (event.get("text") or "").replace(f"<@{self.bot_user_id}>", " ")
@@ -313,7 +315,7 @@ class SlackBot:
         if session_id is None or event.get("reaction") not in ("eyes", "octagonal_sign"):
             return
         person = await self.people.get(user)
-        if self.people.refusal(person, team, thread.channel) is not None:
+        if self.access.refusal(person, team, thread.channel) is not None:
             return
         if event["reaction"] == "eyes":
             if added:
@@ -352,7 +354,7 @@ class SlackBot:
         if thread is None:
             return
         person = await self.people.get(body["user"]["id"])
-        if (refusal := self.people.refusal(person, thread.team, thread.channel)) is not None:
+        if (refusal := self.access.refusal(person, thread.team, thread.channel)) is not None:
             self.spawn(self._ephemeral(thread.channel, person.id, thread.ts, refusal), "refusal")
             return
         self.spawn(self._command(command, session_id, thread, person), f"{command} button")
@@ -366,9 +368,11 @@ class SlackBot:
         team, channel = body["team"]["id"], body["channel"]["id"]
         repository = action.get("value") or (action.get("selected_option") or {}).get("value")
         picker = await self.people.get(body["user"]["id"])
-        if repository not in await self.engine.repositories() or self.people.refusal(
-            picker, team, channel
-        ):
+        if (refusal := self.access.refusal(picker, team, channel)) is not None:
+            thread_ts = (body.get("message") or {}).get("thread_ts") or request_ts
+            self.spawn(self._ephemeral(channel, picker.id, thread_ts, refusal), "refusal")
+            return
+        if repository not in await self.engine.repositories():
             return
         request = await self.engine.take_request(f"slack:{team}:{channel}:{request_ts}")
         if request is None:

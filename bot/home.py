@@ -46,7 +46,7 @@ class Home:
         """Open the defaults modal, filled with the person's current ones."""
         await ack()
         team, person = body["team"]["id"], await self.bot.people.get(body["user"]["id"])
-        if self.bot.people.refusal(person, team, _DM) is not None:
+        if self.bot.access.refusal(person, team, _DM) is not None:
             return  # their Home says why and has no button; this is a stale one
         settings = self.engine.settings
         modal = render.defaults_modal(
@@ -64,7 +64,7 @@ class Home:
         """Store the defaults the modal was submitted with, or show what is wrong next to the
         field (nothing is stored then); the Home is published again after the ack."""
         team, person = body["team"]["id"], await self.bot.people.get(body["user"]["id"])
-        if (refusal := self.bot.people.refusal(person, team, _DM)) is not None:
+        if (refusal := self.bot.access.refusal(person, team, _DM)) is not None:
             await ack(response_action="errors", errors={render.REPOSITORY: refusal})
             return
         entered = render.submitted_defaults(body["view"])
@@ -91,7 +91,7 @@ class Home:
     async def publish(self, team: str, user: str) -> None:
         """Publish the person's Home as it is now."""
         person = await self.bot.people.get(user)
-        if (refusal := self.bot.people.refusal(person, team, _DM)) is not None:
+        if (refusal := self.bot.access.refusal(person, team, _DM)) is not None:
             view = render.refused(refusal)
         else:
             view = await self._home(team, person)

@@ -1,4 +1,4 @@
-"""Who wrote to the bot: their name and e-mail for attribution, and whether they may use it."""
+"""Who wrote to the bot: their name and e-mail for attribution, their kind of account."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import slack_error
 from core.broker import Broker
-from core.config import Settings
 from core.models import Author
 
 log = logging.getLogger(__name__)
@@ -36,10 +35,9 @@ class People:
     """`users.info`, cached in the broker so replicas share it and a busy thread costs one
     call an hour per person."""
 
-    def __init__(self, client: AsyncWebClient, broker: Broker, settings: Settings) -> None:
+    def __init__(self, client: AsyncWebClient, broker: Broker) -> None:
         self._client = client
         self._broker = broker
-        self._settings = settings
 
     async def get(self, user_id: str) -> Person:
         cached = await self._broker.cache_get(f"slack-user:{user_id}")
@@ -67,22 +65,3 @@ class People:
 
     async def names(self, user_ids: list[str]) -> dict[str, str]:
         return {user_id: (await self.get(user_id)).name for user_id in set(user_ids)}
-
-    def refusal(self, person: Person, team: str, channel: str) -> str | None:
-        """Why this person may not use the bot here, or None when they may."""
-        allowed_users = self._settings.allowed_users
-        allowed_channels = self._settings.allowed_channels
-        if person.team_id and person.team_id != team:
-            return (
-                "I only work for members of this workspace, so I cannot take requests from "
-                "other organisations' accounts."
-            )
-        if person.guest:
-            return (
-                "Guest accounts cannot start or steer sessions here. Ask a member of the workspace."
-            )
-        if allowed_users and person.id not in allowed_users:
-            return "You are not on the list of people who may use me. Ask an admin to add you."
-        if allowed_channels and channel not in allowed_channels and not channel.startswith("D"):
-            return "I am not enabled in this channel. Ask an admin, or try an enabled channel."
-        return None
