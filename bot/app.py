@@ -39,6 +39,10 @@ from core.errors import OpenInspectError
 from core.models import Author
 
 log = logging.getLogger(__name__)
+# The Socket Mode client logs every frame it receives at DEBUG, and frames carry what people
+# type into modals, secret values among them: its logger stays at INFO whatever the root's.
+_socket_log = logging.getLogger(f"{__name__}.socket_mode")
+_socket_log.setLevel(logging.INFO)
 
 _CONTEXT_MESSAGES = 30
 _CONTEXT_BYTES = 8 * 1024
@@ -55,7 +59,9 @@ class SlackBot:
         )
         self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
         self.app = AsyncApp(client=self.client, process_before_response=True)
-        self.handler = AsyncSocketModeHandler(self.app, settings.slack_app_token)
+        self.handler = AsyncSocketModeHandler(
+            self.app, settings.slack_app_token, logger=_socket_log
+        )
         self.people = People(self.client, broker)
         self.access = Access(settings)
         self.budget = Budget(broker, settings)

@@ -1,5 +1,6 @@
-"""The App Home tab: a person's sessions, their defaults and their GitHub link, published when
-they open the tab and again when they change their defaults through its modal."""
+"""The App Home tab: a person's sessions, their defaults and their GitHub link (and for admins,
+the deployment's settings), published when they open the tab and again after they change
+something through its modals."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
+from bot import admin
 from bot.errors import slack_error
 from bot.people import Person
 from bot.render import home as render
@@ -31,6 +33,7 @@ def register(app: AsyncApp, bot: SlackBot) -> None:
     app.view(render.DEFAULTS_CALLBACK)(home.on_submit)
     app.action(render.UNLINK_ACTION)(home.on_unlink)
     app.action(render.LINK_ACTION)(_acknowledge)
+    admin.register(app, bot, home.publish)
 
 
 class Home:
@@ -95,6 +98,8 @@ class Home:
             view = render.refused(refusal)
         else:
             view = await self._home(team, person)
+            if self.bot.access.is_admin(person, team):
+                view["blocks"] += await admin.settings_blocks(self.engine)
         try:
             await self.bot.client.views_publish(user_id=user, view=view)
         except SlackApiError as exc:

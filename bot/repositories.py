@@ -59,3 +59,30 @@ async def resolve(
     if len(known) == 1:
         return known[0]
     return by_keyword(text, await engine.setting(KEYWORD_RULES) or [], known)
+
+
+_CHANNEL_DEFAULT = channel_default_key("")
+
+
+def channel_defaults(settings: dict[str, Any]) -> dict[str, str]:
+    """Channel → default repository, from all the run-time settings."""
+    return {
+        name.removeprefix(_CHANNEL_DEFAULT): value
+        for name, value in settings.items()
+        if name.startswith(_CHANNEL_DEFAULT) and isinstance(value, str)
+    }
+
+
+def keyword_rules(settings: dict[str, Any]) -> list[list[str]]:
+    """[[keyword, repository], …] in the order they are tried, from all the run-time settings."""
+    rules = settings.get(KEYWORD_RULES) or []
+    return [r for r in rules if isinstance(r, list) and len(r) == 2]
+
+
+async def set_keyword_rule(engine: Engine, keyword: str, repository: str | None, by: str) -> None:
+    """Route `keyword` to `repository` (replacing its rule), or with None remove its rule."""
+    keyword = keyword.lower()
+    rules = [r for r in await engine.setting(KEYWORD_RULES) or [] if r[0] != keyword]
+    if repository is not None:
+        rules.append([keyword, repository])
+    await engine.set_setting(KEYWORD_RULES, rules or None, by)
