@@ -78,9 +78,8 @@ def describe(entry: Entry) -> str:
     """One line: time (UTC), who, action, target, details."""
     at = entry.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     details = json.dumps(entry.details, sort_keys=True) if entry.details else ""
-    return "  ".join(
-        part for part in (at, entry.actor, entry.action, entry.target, details) if part
-    )
+    parts = (at, entry.actor, entry.action, entry.target or "-", details)
+    return "  ".join(part for part in parts if part)
 
 
 __all__ = ["ACTIONS", "Entry", "describe", "entries", "parse_since", "record"]

@@ -1,12 +1,14 @@
-"""Secrets inside the sandbox and in core's log: a real supervisor process gets them on stdin,
-setup.sh and the agent's commands see them, and nothing that leaves the sandbox (events, the
-model's requests, its log) or is stored in core holds a value; plus the audit log of a whole
-session, from secrets to the pull request."""
+"""Secrets inside the sandbox and in core's log: a real supervisor process gets them on stdin
+(a warm one with its binding), setup.sh and the agent's commands see them, and nothing that
+leaves the sandbox (events, the model's requests, its log) or is stored in core holds a
+value."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import io
 import json
 import os
 import sys
@@ -328,3 +330,79 @@ async def test_the_model_relay_redacts_what_opencode_sends_to_the_model() -> Non
     assert VALUE.encode() not in sent
     content = json.loads(sent)["messages"][0]["content"][0]["content"]
     assert content == "NPM_TOKEN=[REDACTED:NPM_TOKEN]\n"
+
+
+async def test_a_warm_sandbox_gets_its_secrets_with_its_binding(
+    running: Runtime, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from core.models import Author as Person
+    from core.protocol import Bind, Waiting
+    from core.store import sandboxes as sandbox_store
+    from core.store import sessions as session_store
+    from sandbox.supervisor import SandboxConfig, Supervisor
+
+    sandbox_id, pool_token = await sandbox_store.register(running.pool, None, "test")
+    async with running.pool.acquire() as conn, conn.transaction():
+        session_id, _ = await session_store.find_or_create(
+            conn, f"test:warm-secrets:{uuid.uuid4().hex}", None, Person("cli:t", "T")
+        )
+    channel = SandboxChannel(running.broker, sandbox_id)
+    await channel.open()
+    workspace = tmp_path / "workspace"
+    (workspace / ".openinspect").mkdir(parents=True)
+    (workspace / ".openinspect" / "setup.sh").write_text(SETUP)
+    config = SandboxConfig(
+        session_id=None, bridge_url=running.http_url.replace("http", "ws") + "/bridge",
+        core_url=running.http_url, workspace=workspace, home=tmp_path / "home",
+        repository_url=None, model="anthropic:claude-sonnet-4-6", setup_timeout=30, heartbeat=0.5,
+    )  # fmt: skip
+    supervisor = Supervisor(dataclasses.replace(config), pool_token)
+    task = asyncio.create_task(supervisor.run())
+    sandbox = Sandbox(channel, None, tmp_path / "none")  # type: ignore[arg-type]
+    try:
+        await sandbox.next(Waiting)
+        token = await sandbox_store.claim(running.pool, sandbox_id, session_id)
+        assert token is not None
+        await channel.send(Bind(session_id=session_id, token=token, secrets={"NPM_TOKEN": VALUE}))
+        warning = await sandbox.next(AgentEventFrame)
+        assert "setup sees [REDACTED:NPM_TOKEN]" in warning.data["message"]
+        await sandbox.next(Ready)
+        assert (tmp_path / "home" / "seen-by-setup").read_text() == VALUE
+        assert VALUE not in sandbox.sent()
+        assert VALUE not in repr(Bind(session_id="s", token="t", secrets={"A": VALUE}))
+    finally:
+        await channel.send(Shutdown())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task, 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+
+
+def test_the_sandbox_log_is_redacted_messages_and_tracebacks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from core.redaction import Redactor
+    from sandbox.redacting import LogRedaction
+
+    handler = logging.StreamHandler(io.StringIO())
+    handler.addFilter(LogRedaction(lambda: Redactor({"NPM_TOKEN": VALUE})))
+    logger = logging.getLogger("test.sandbox.redaction")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("the command printed %s", VALUE)
+        try:
+            raise RuntimeError(f"failed with {VALUE}")
+        except RuntimeError:
+            logger.exception("it broke")
+    finally:
+        logger.removeHandler(handler)
+    written = handler.stream.getvalue()
+    assert VALUE not in written
+    assert "the command printed [REDACTED:NPM_TOKEN]" in written
+    assert "RuntimeError: failed with [REDACTED:NPM_TOKEN]" in written
