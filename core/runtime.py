@@ -132,7 +132,9 @@ async def _provider(runtime: Runtime) -> LocalProvider | KubernetesProvider:
     """The sandbox provider OPEN_INSPECT_SANDBOX_PROVIDER names, started."""
     settings, engine = runtime.settings, runtime.engine
     if settings.sandbox_provider == "kubernetes":
-        kubernetes = KubernetesProvider(settings, runtime.pool, runtime.broker, engine.replica)
+        kubernetes = KubernetesProvider(
+            settings, runtime.pool, runtime.broker, engine.replica, engine.secrets
+        )
         await kubernetes.start()
         return kubernetes
     return LocalProvider(
@@ -142,6 +144,7 @@ async def _provider(runtime: Runtime) -> LocalProvider | KubernetesProvider:
         runtime.http_url,
         runtime.socket_path,
         engine.github,
+        engine.secrets,
     )
 
 

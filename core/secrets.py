@@ -119,6 +119,11 @@ class SecretStore:
     def __repr__(self) -> str:
         return f"SecretStore(keyring={self._keyring!r})"
 
+    @property
+    def usable(self) -> bool:
+        """A secrets key is configured: secrets can be set and read."""
+        return self._keyring is not None
+
     def _need_keyring(self) -> Keyring:
         if self._keyring is None:
             raise ConfigError(_NO_KEY)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.models import Author
+
+if TYPE_CHECKING:
+    from core.secrets import SecretStore
 
 
 @dataclass(frozen=True)
@@ -75,3 +78,11 @@ class SandboxProvider(Protocol):
 
     async def close(self) -> None:
         """Stop what the provider keeps running for later sessions (a warm pool)."""
+
+
+async def secrets_for(store: SecretStore | None, repository: str | None) -> dict[str, str]:
+    """The secrets a sandbox of `repository` is started (or bound) with. Without a secrets key
+    there are none: the engine does not start without one when any is stored."""
+    if store is None or not store.usable:
+        return {}
+    return await store.values_for(repository)

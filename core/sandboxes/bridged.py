@@ -73,8 +73,10 @@ class BridgedSandbox:
         repository_url: str | None,
         options: SessionOptions,
         reference: str | None = None,
+        secrets: dict[str, str] | None = None,
     ) -> None:
-        """Give this warm sandbox to the session (its pool token is already void)."""
+        """Give this warm sandbox to the session (its pool token is already void), with the
+        secrets its setup and commands get (a frame that is never logged)."""
         self.session_id, self.token, self.options = session_id, token, options
         await self.channel.send(
             Bind(
@@ -84,6 +86,7 @@ class BridgedSandbox:
                 reference=reference,
                 model=self.model,
                 branch=options.branch,
+                secrets=secrets or {},
             )
         )
 

@@ -32,7 +32,7 @@ from core.broker import Broker
 from core.config import Settings
 from core.errors import ConfigError, SandboxFailed, SandboxRefused
 from core.protocol import Shutdown
-from core.sandboxes import SessionOptions
+from core.sandboxes import SessionOptions, secrets_for
 from core.sandboxes.bridged import BridgedSandbox
 from core.sandboxes.local import strip_userinfo
 from core.sandboxes.pods import (
@@ -52,6 +52,7 @@ from core.sandboxes.pods import (
     token_secret,
     workspace_claim,
 )
+from core.secrets import SecretStore, sandbox_stdin_line
 from core.store import sandboxes as sandbox_store
 
 log = logging.getLogger(__name__)
@@ -86,13 +87,19 @@ class KubernetesProvider:
     name = "kubernetes"
 
     def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, broker: Broker, replica: str
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        broker: Broker,
+        replica: str,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.settings = settings
         self.namespace = settings.kubernetes_namespace
         self._pool = pool
         self._broker = broker
         self._replica = replica
+        self._secrets = secrets
         self._template = load_template(settings.kubernetes_pod_template)
         self._api: client.ApiClient | None = None
         self._core: client.CoreV1Api | None = None
@@ -191,11 +198,12 @@ class KubernetesProvider:
         agent = self.settings.agent_for(repository)
         try:
             claim = await self._session_claim(session_id)
+            secrets = await secrets_for(self._secrets, repository)
             if claim is None and agent == self.settings.agent:
-                sandbox = await self._claim_warm(session_id, owner, url, options)
+                sandbox = await self._claim_warm(session_id, owner, url, options, secrets)
                 if sandbox is not None:
                     return sandbox
-            return await self._create_cold(session_id, owner, url, options, agent, claim)
+            return await self._create_cold(session_id, owner, url, options, agent, claim, secrets)
         except (ApiException, aiohttp.ClientError, OSError) as exc:
             raise SandboxFailed(f"Kubernetes refused the sandbox: {_said(exc)}") from None
 
@@ -222,6 +230,7 @@ class KubernetesProvider:
         options: SessionOptions,
         agent: str,
         claim: str | None = None,
+        secrets: dict[str, str] | None = None,
     ) -> KubernetesSandbox:
         sandbox_id, token = await sandbox_store.register(self._pool, session_id, self.name)
         sandbox = KubernetesSandbox(self, session_id, sandbox_id, token, options)
@@ -262,7 +271,8 @@ class KubernetesProvider:
                 token_secret(
                     sandbox_id,
                     pod.metadata.uid,
-                    token + "\n",
+                    # Read as the supervisor's stdin: the token, then the session's secrets.
+                    token + "\n" + sandbox_stdin_line(secrets or {}).decode(),
                     {**self.labels(sandbox_id), COMPONENT: "sandbox-token"},
                 ),
             )
@@ -355,7 +365,12 @@ class KubernetesProvider:
         await sandbox.release()  # it waits in the cluster now, not in this replica
 
     async def _claim_warm(
-        self, session_id: str, owner: str | None, url: str | None, options: SessionOptions
+        self,
+        session_id: str,
+        owner: str | None,
+        url: str | None,
+        options: SessionOptions,
+        secrets: dict[str, str],
     ) -> KubernetesSandbox | None:
         """A ready warm pod bound to the session, or None when the pool has none to give."""
         for pod in await self.pool_pods("ready"):
@@ -377,7 +392,7 @@ class KubernetesProvider:
                 await sandbox.open()
                 self.observe(claimed)
                 await sandbox.send_bind(
-                    session_id, token, strip_userinfo(url) if url else None, options
+                    session_id, token, strip_userinfo(url) if url else None, options, None, secrets
                 )
             except BaseException:
                 await sandbox.close()

@@ -35,10 +35,11 @@ from core.github.app import GitHubApp
 from core.protocol import (
     Shutdown,
 )
-from core.sandboxes import AgentEvent, SessionOptions
+from core.sandboxes import AgentEvent, SessionOptions, secrets_for
 from core.sandboxes.bridged import BridgedSandbox
 from core.sandboxes.mirrors import Mirrors
 from core.sandboxes.opencode import OpenCodeInstall
+from core.secrets import SecretStore, sandbox_stdin_line
 from core.store import sandboxes as sandbox_store
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class LocalProvider:
         core_url: str,
         core_socket: Path | None,
         github: GitHubApp | None = None,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.settings = settings
         self._pool = pool
@@ -110,6 +112,7 @@ class LocalProvider:
         self._core_url = core_url
         self._core_socket = core_socket
         self._github = github  # the mirror of a repository on GitHub fetches with its token
+        self._secrets = secrets
         isolation = settings.sandbox_isolation
         self.bwrap = shutil.which("bwrap") if isolation != "none" else None
         own_network = self.bwrap and core_socket and isolation == "auto"
@@ -146,13 +149,14 @@ class LocalProvider:
         opencode = await self.opencode.binary() if agent == "opencode" else None
         # Warm sandboxes run the deployment's agent: another one needs a sandbox of its own.
         if not self.session_root(session_id).exists() and agent == self.settings.agent:
-            sandbox = await self._claim_warm(session_id, url, reference, options)
+            sandbox = await self._claim_warm(session_id, repository, url, reference, options)
             if sandbox is not None:
                 return sandbox
         sandbox_id, token = await sandbox_store.register(self._pool, session_id, self.name)
         sandbox = LocalSandbox(self, session_id, sandbox_id, token, url, options)
         sandbox.agent, sandbox.opencode = agent, opencode
         sandbox.reference = reference
+        sandbox.secrets = await secrets_for(self._secrets, repository)
         try:
             await sandbox.start()
         except BaseException:
@@ -249,7 +253,12 @@ class LocalProvider:
         asyncio.get_running_loop().call_later(delay, self.start_pool)
 
     async def _claim_warm(
-        self, session_id: str, url: str | None, reference: Path | None, options: SessionOptions
+        self,
+        session_id: str,
+        repository: str | None,
+        url: str | None,
+        reference: Path | None,
+        options: SessionOptions,
     ) -> LocalSandbox | None:
         """A warm sandbox bound to the session, or None when the pool has none to give."""
         origin = local_path(url) if url and self.bwrap else None
@@ -265,7 +274,8 @@ class LocalProvider:
                 await sandbox.close()
                 continue
             try:
-                await sandbox.bind(session_id, token, url, reference, options)
+                secrets = await secrets_for(self._secrets, repository)
+                await sandbox.bind(session_id, token, url, reference, options, secrets)
             except BaseException:
                 await sandbox.close()
                 raise
@@ -304,6 +314,7 @@ class LocalSandbox(BridgedSandbox):
         self.origins: set[Path] = set()  # local origin repositories it can reach (set by start)
         self._repository_url = repository_url
         self.reference: Path | None = None
+        self.secrets: dict[str, str] = {}  # given on stdin; a warm one gets them when bound
         self.agent = "builtin"  # the agent runtime it runs
         self.opencode: Path | None = None  # OpenCode's binary, when that is its agent
         self._proc: asyncio.subprocess.Process | None = None
@@ -331,6 +342,7 @@ class LocalSandbox(BridgedSandbox):
         repository_url: str | None,
         reference: Path | None,
         options: SessionOptions,
+        secrets: dict[str, str],
     ) -> None:
         """Give this warm sandbox to the session (its pool token is already void)."""
         self._repository_url, self.reference = repository_url, reference
@@ -341,6 +353,7 @@ class LocalSandbox(BridgedSandbox):
             strip_userinfo(repository_url) if repository_url else None,
             options,
             str(reference) if reference else None,
+            secrets,
         )
 
     # ----- process ---------------------------------------------------------------------------
@@ -518,7 +531,8 @@ class LocalSandbox(BridgedSandbox):
         finally:
             log_file.close()
         assert self._proc.stdin is not None
-        self._proc.stdin.write(self.token.encode() + b"\n")
+        # The token, then the secrets: in no environment but that of the agent's commands.
+        self._proc.stdin.write(self.token.encode() + b"\n" + sandbox_stdin_line(self.secrets))
         await self._proc.stdin.drain()
         self._proc.stdin.close()
         log.info(
