@@ -406,3 +406,20 @@ def test_the_sandbox_log_is_redacted_messages_and_tracebacks(
     assert VALUE not in written
     assert "the command printed [REDACTED:NPM_TOKEN]" in written
     assert "RuntimeError: failed with [REDACTED:NPM_TOKEN]" in written
+
+
+@pytest.mark.parametrize("warm_pool", [0, 1], ids=["cold sandbox", "warm sandbox"])
+async def test_a_whole_session_uses_a_repositorys_secret_and_stores_no_value(
+    own_database_url: str, tmp_path: Path, warm_pool: int
+) -> None:
+    from tests.sandbox_fixtures import start_system
+
+    async with start_system(own_database_url, tmp_path, warm_pool=warm_pool) as system:
+        await system.engine.secrets.set("NPM_TOKEN", VALUE, "acme/calc", by="cli:tester")
+        system.llm.script = bash_script("echo token=$NPM_TOKEN", final=f"It is {VALUE}.")
+        receipt = await system.prompt("use the token", f"test:whole:{uuid.uuid4().hex}")
+        assert await system.finish(receipt.prompt_id, "done", "failed") == "done"
+        stored = await _stored(system.runtime, receipt.session_id)
+        assert "token=[REDACTED:NPM_TOKEN]" in stored, stored
+        assert _texts(stored) == "It is [REDACTED:NPM_TOKEN]."
+        assert VALUE not in stored and VALUE not in json.dumps(system.llm.requests)
