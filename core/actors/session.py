@@ -80,15 +80,19 @@ class _Deltas:
         self._held: list[Callable[[], None]] = []
 
     def append(self, emit: Callable[..., asyncio.Future[Any]], event: AgentEvent) -> None:
-        if event.committed is not None:
-            self._held.append(event.committed)
         if event.type == "text_delta" and isinstance(event.data.get("text"), str):
+            self._hold(event)
             shown = self._stream.feed(event.data["text"])
             if shown:
                 self._commit(emit("text_delta", {**event.data, "text": shown}, **self._of()))
             return
         self.flush(emit)
+        self._hold(event)  # after the flush: its own ack waits for its own commit
         self._commit(emit(event.type, event.data, **self._of()))
+
+    def _hold(self, event: AgentEvent) -> None:
+        if event.committed is not None:
+            self._held.append(event.committed)
 
     def flush(self, emit: Callable[..., asyncio.Future[Any]]) -> None:
         rest = self._stream.flush()
