@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "manifests/base/sandboxes/sandbox-pod.yaml"
 ROLE = ROOT / "manifests/base/sandboxes/role.yaml"
 NS = "open-inspect-sandboxes"
+NPM_TOKEN = "npm_k8s_Zq8uYv3Lr0Kx7Wd2Hs5T"
 SANDBOX_IMAGE = yaml.safe_load(TEMPLATE.read_text())["spec"]["containers"][0]["image"]
 
 
@@ -111,19 +112,27 @@ def strings(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else []
 
 
-async def test_a_session_runs_end_to_end_in_a_pod(database_url: str, tmp_path: Path) -> None:
+async def test_a_session_runs_end_to_end_in_a_pod(own_database_url: str, tmp_path: Path) -> None:
     async with (
         cluster(tmp_path / "cluster") as emulator,
-        kube_system(database_url, tmp_path, emulator) as (system, served),
+        kube_system(own_database_url, tmp_path, emulator) as (system, served),
     ):
-        system.llm.script = fixing_script()
+        await system.engine.secrets.set("NPM_TOKEN", NPM_TOKEN, "acme/calc", by="cli:ops")
+        system.llm.script = [
+            *fixing_script()[:-1],
+            {"tool_calls": [{"name": "bash", "input": {"command": "echo npm=$NPM_TOKEN"}}]},
+            fixing_script()[-1],
+        ]
         receipt = await system.prompt("Fix add() in calc.py and run the tests.", thread())
         state = await system.finish(receipt.prompt_id, "done", "failed", timeout=90)
         events = await system.events(receipt.session_id)
         assert state == "done", [(e["type"], e["data"][:300]) for e in events]
 
         calls = [json.loads(e["data"])["name"] for e in events if e["type"] == "tool_call"]
-        assert calls == ["read_file", "edit_file", "bash"]
+        assert calls == ["read_file", "edit_file", "bash", "bash"]
+        # The repository's secret reached the agent's command, which showed only its name.
+        output = [json.loads(e["data"])["output"] for e in events if e["type"] == "tool_result"]
+        assert "npm=[REDACTED:NPM_TOKEN]" in output[-1]
         complete = json.loads(next(e["data"] for e in events if e["type"] == "prompt_complete"))
         assert [f["path"] for f in complete["files"]] == ["calc.py"]
         assert "+    return a + b" in complete["diff"]
@@ -149,6 +158,9 @@ async def test_a_session_runs_end_to_end_in_a_pod(database_url: str, tmp_path: P
         # Nothing sent to the API carries a credential but the session's own token.
         token = system.engine._actors[receipt.session_id]._sandbox.token
         assert_only_own_tokens(emulator, system, {token})
+        # The secret went only into the sandbox's own Secret: no pod spec or annotation has it.
+        holding = [e["path"] for e in emulator.received if NPM_TOKEN in json.dumps(e["body"])]
+        assert holding == [f"/api/v1/namespaces/{NS}/secrets"], holding
         (secret,) = [
             s
             for s in emulator.objects("secrets", NS)
