@@ -252,6 +252,14 @@ class Supervisor:
             return
         await self._commands.put(frame)
 
+    def terminate(self) -> None:
+        """SIGTERM: the pod is being deleted or its node drained. The running prompt stops
+        (its work so far is committed as after a Stop) and the sandbox exits, workspace kept."""
+        log.warning("SIGTERM: stopping the running prompt and exiting")
+        if self._agent is not None:
+            asyncio.get_running_loop().create_task(self._agent.abort())
+        self._commands.put_nowait(Shutdown(hibernate=True))
+
     # ----- boot ------------------------------------------------------------------------------
 
     async def _wait_for_binding(self) -> bool:
@@ -533,6 +541,8 @@ async def _serve(config: SandboxConfig, token: str) -> int:
 async def _supervise(config: SandboxConfig, token: str) -> int:
     supervisor = Supervisor(config, token)
     LogRedaction(lambda: supervisor.redactor).install()
+    # As a container's PID 1 the process would ignore SIGTERM without a handler of its own.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, supervisor.terminate)
     return await supervisor.run()
 
 

@@ -291,6 +291,42 @@ async def test_an_oom_killed_pod_fails_its_prompt_with_that_reason(
         assert pod["metadata"]["name"] not in names and len(names) == 1
 
 
+async def test_a_pod_deleted_from_outside_fails_its_prompt_at_once_and_keeps_the_work(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with (
+        cluster(tmp_path / "cluster") as emulator,
+        kube_system(database_url, tmp_path, emulator) as (system, _),
+    ):
+        key = thread()
+        system.llm.script = bash_script("echo before > kept.txt && sleep 60")
+        receipt = await system.prompt("work slowly", key)
+
+        async def command_started() -> bool:
+            events = await system.events(receipt.session_id)
+            return any(e["type"] == "tool_call" for e in events)
+
+        await until(command_started, timeout=60, what="the agent to start its command")
+        (pod,) = session_pods(emulator, receipt.session_id)
+        api = await connect(system.runtime.settings)
+        try:  # as `kubectl delete pod` does: SIGTERM, 30 s of grace
+            await client.CoreV1Api(api).delete_namespaced_pod(pod["metadata"]["name"], NS)
+        finally:
+            await api.close()
+        assert await system.finish(receipt.prompt_id, "failed", timeout=10) == "failed"
+        assert "deleted from outside Open-Inspect" in await system.reason(receipt.prompt_id)
+        # The supervisor, PID 1 of its container, acted on the SIGTERM instead of ignoring it.
+        await until(lambda: not emulator.get("pods", NS, pod["metadata"]["name"]), timeout=10)
+        assert "SIGTERM: stopping" in emulator.log(NS, pod["metadata"]["name"])
+
+        system.llm.script = bash_script("cat kept.txt")
+        second = await system.prompt("go on", key, n=2)
+        assert await system.finish(second.prompt_id, "done", "failed", timeout=90) == "done"
+        events = await system.events(second.session_id)
+        outputs = [json.loads(e["data"])["output"] for e in events if e["type"] == "tool_result"]
+        assert "before" in outputs[-1]
+
+
 async def test_two_replicas_racing_for_one_warm_pod_never_share_it(
     database_url: str, tmp_path: Path
 ) -> None:

@@ -444,8 +444,11 @@ class KubernetesProvider:
         if sandbox is None:
             return
         reason = failure(pod)
-        if reason is None and deleted:
-            reason = "The sandbox's pod was deleted."
+        if reason is None and not sandbox.closing and (deleted or pod.metadata.deletion_timestamp):
+            reason = (
+                "The sandbox's pod was deleted from outside Open-Inspect (kubectl delete, or its "
+                "node drained); the work so far is kept for the next prompt."
+            )
         if reason is not None:
             sandbox.pod_gone(reason)
 
@@ -589,7 +592,7 @@ class KubernetesSandbox(BridgedSandbox):
         self.pod_name = names(sandbox_id)[0]
         self._waiting = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
-        self._released = False
+        self.closing = False  # this replica is stopping it: its deletion is no failure
 
     async def open(self) -> None:
         """Listen to the sandbox's bridge (before its pod starts, so nothing is missed)."""
@@ -623,7 +626,6 @@ class KubernetesSandbox(BridgedSandbox):
 
     async def release(self) -> None:
         """A warm pod this replica made is handed to the cluster's pool: stop following it."""
-        self._released = True
         await self._stop_listening()
 
     async def close(self, hibernate: bool = False) -> None:
@@ -635,6 +637,7 @@ class KubernetesSandbox(BridgedSandbox):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.exited.wait(), 10 if hibernate else 2)
         provider = self.provider
+        self.closing = True
         await provider._delete_pod(self.pod_name, grace=0 if self.exited.is_set() else 5)
         await provider._delete("secret", names(self.sandbox_id)[1])
         if self.session_id is None:
