@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,13 +97,16 @@ async def _serve(runtime: Runtime, data_dir: DataDir, mounts: Sequence[Mount]) -
     host, port = runner.addresses[0][:2]
     runtime.http_url = f"http://{host}:{port}"
     runtime.engine.public_url = runtime.engine.public_url or runtime.http_url
-    socket_path = data_dir.path / "run" / f"engine-{runtime.engine.replica}.sock"
-    if len(str(socket_path)) < 100:  # the kernel's limit for a unix socket path is 108
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
-        await web.UnixSite(runner, str(socket_path)).start()
-        runtime.socket_path = socket_path
-    else:
-        log.warning("data dir path too long for a unix socket: sandboxes share the host network")
+    name = f"engine-{runtime.engine.replica}.sock"
+    socket_path = data_dir.path / "run" / name
+    if len(str(socket_path)) >= 100:
+        # The kernel limits a unix socket's path to 108 bytes: with a long data dir path the
+        # socket goes into a private directory (mode 0700) of the system's temporary one.
+        socket_path = Path(tempfile.mkdtemp(prefix="open-inspect-")) / name
+        runtime.own_socket_dir = True
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    await web.UnixSite(runner, str(socket_path)).start()
+    runtime.socket_path = socket_path
 
 
 @dataclass
@@ -114,6 +118,7 @@ class Runtime:
     database_url: str
     http_url: str = ""
     socket_path: Path | None = None
+    own_socket_dir: bool = False  # the socket's directory was made for it (a long data dir)
     bridge: BridgeEndpoint | None = None
     _runner: web.AppRunner | None = field(default=None, repr=False)
 
@@ -124,6 +129,8 @@ class Runtime:
             await self._runner.cleanup()
         if self.socket_path is not None:
             self.socket_path.unlink(missing_ok=True)
+            if self.own_socket_dir:
+                self.socket_path.parent.rmdir()
         await self.broker.close()
         await self.pool.close()
 

@@ -105,3 +105,18 @@ async def posted(system: SlackSystem, channel: str, thread_ts: str, needle: str)
         for call in system.slack.journal:
             print(call["method"], call.get("error") or "ok", str(call["args"])[:160])
         raise
+
+
+async def home_shows(system: SlackSystem, user: str, needle: str) -> list[dict[str, Any]]:
+    """Until the person's published Home contains `needle`; its blocks."""
+
+    def found() -> list[dict[str, Any]] | None:
+        view = system.slack.home_views.get(user)
+        shown = json.dumps(view["blocks"], ensure_ascii=False) if view else ""
+        return view["blocks"] if needle in shown else None
+
+    try:
+        return await until(found, what=f"{user}'s Home to show {needle!r}")
+    except AssertionError:
+        print(system.slack.dump())
+        raise

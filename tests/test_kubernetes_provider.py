@@ -261,6 +261,29 @@ async def test_a_hibernated_session_resumes_in_a_new_pod_with_its_workspace(
         assert pod_claim(again) == claim
 
 
+async def pod_running_a_command(
+    system: System, emulator: KubernetesEmulator, session_id: str
+) -> dict[str, Any]:
+    """The session's pod, once its agent has started a command."""
+
+    async def command_started() -> bool:
+        return any(e["type"] == "tool_call" for e in await system.events(session_id))
+
+    await until(command_started, timeout=60, what="the agent to start its command")
+    (pod,) = session_pods(emulator, session_id)
+    return pod
+
+
+async def new_sessions(system: System, count: int) -> list[str]:
+    """Sessions as the engine records them, for providers driven directly."""
+    sessions = [uuid.uuid4().hex[:12] for _ in range(count)]
+    for session_id in sessions:
+        await system.runtime.pool.execute(
+            "INSERT INTO sessions (id, repository) VALUES ($1, 'acme/calc')", session_id
+        )
+    return sessions
+
+
 async def test_an_oom_killed_pod_fails_its_prompt_with_that_reason(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -271,13 +294,7 @@ async def test_an_oom_killed_pod_fails_its_prompt_with_that_reason(
         key = thread()
         system.llm.script = bash_script("sleep 60")
         receipt = await system.prompt("use a lot of memory", key)
-
-        async def command_started() -> bool:
-            events = await system.events(receipt.session_id)
-            return any(e["type"] == "tool_call" for e in events)
-
-        await until(command_started, timeout=60, what="the agent to start its command")
-        (pod,) = session_pods(emulator, receipt.session_id)
+        pod = await pod_running_a_command(system, emulator, receipt.session_id)
         emulator.oom_kill(NS, pod["metadata"]["name"])
         assert await system.finish(receipt.prompt_id, "failed", timeout=30) == "failed"
         reason = await system.reason(receipt.prompt_id)
@@ -301,13 +318,7 @@ async def test_a_pod_deleted_from_outside_fails_its_prompt_at_once_and_keeps_the
         key = thread()
         system.llm.script = bash_script("echo before > kept.txt && sleep 60")
         receipt = await system.prompt("work slowly", key)
-
-        async def command_started() -> bool:
-            events = await system.events(receipt.session_id)
-            return any(e["type"] == "tool_call" for e in events)
-
-        await until(command_started, timeout=60, what="the agent to start its command")
-        (pod,) = session_pods(emulator, receipt.session_id)
+        pod = await pod_running_a_command(system, emulator, receipt.session_id)
         api = await connect(system.runtime.settings)
         try:  # as `kubectl delete pod` does: SIGTERM, 30 s of grace
             await client.CoreV1Api(api).delete_namespaced_pod(pod["metadata"]["name"], NS)
@@ -327,66 +338,48 @@ async def test_a_pod_deleted_from_outside_fails_its_prompt_at_once_and_keeps_the
         assert "before" in outputs[-1]
 
 
-async def test_two_replicas_racing_for_one_warm_pod_never_share_it(
-    database_url: str, tmp_path: Path
-) -> None:
-    async with (
-        cluster(tmp_path / "cluster") as emulator,
-        kube_system(database_url, tmp_path, emulator, warm_pool=1) as (system, _),
-    ):
-        first = provider_of(system)
-        ready = await until(lambda: first.pool_pods("ready"), timeout=60, what="a ready warm pod")
-        (warm,) = ready
-        second = KubernetesProvider(
-            system.runtime.settings, system.runtime.pool, system.runtime.broker, "replica-b"
-        )
-        await second.start()
-        try:
-            sessions = []
-            for _ in range(2):
-                session_id = uuid.uuid4().hex[:12]
-                await system.runtime.pool.execute(
-                    "INSERT INTO sessions (id, repository) VALUES ($1, 'acme/calc')", session_id
-                )
-                sessions.append(session_id)
-            # The same pod, as both replicas listed it: exactly one patch goes through.
-            won = await asyncio.gather(
-                first._win(warm, sessions[0], None), second._win(warm, sessions[1], None)
-            )
-            assert sum(result is not None for result in won) == 1
-            # The filler's own patch made it ready; then the two claims: one won, one refused.
-            statuses = [e["status"] for e in emulator.patches_of(NS, warm.metadata.name)]
-            assert sorted(statuses[1:]) == [200, 409], statuses
-        finally:
-            await second.close()
-
-
-async def test_two_replicas_creating_at_once_take_the_warm_pod_and_a_new_one(
-    database_url: str, tmp_path: Path
-) -> None:
+@contextlib.asynccontextmanager
+async def two_replicas(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Any, ...]]:
+    """Two replicas' providers over one cluster whose warm pool holds one ready pod, and two
+    sessions: (emulator, first, second, the warm pod, the sessions)."""
     async with (
         cluster(tmp_path / "cluster") as emulator,
         kube_system(database_url, tmp_path, emulator, warm_pool=1) as (system, _),
     ):
         first = provider_of(system)
         (warm,) = await until(lambda: first.pool_pods("ready"), timeout=60, what="a warm pod")
-        second = KubernetesProvider(
-            system.runtime.settings, system.runtime.pool, system.runtime.broker, "replica-b"
-        )
+        runtime_ = system.runtime
+        second = KubernetesProvider(runtime_.settings, runtime_.pool, runtime_.broker, "replica-b")
         await second.start()
-        sandboxes = []
         try:
-            sessions = []
-            for _ in range(2):
-                session_id = uuid.uuid4().hex[:12]
-                await system.runtime.pool.execute(
-                    "INSERT INTO sessions (id, repository) VALUES ($1, 'acme/calc')", session_id
-                )
-                sessions.append(session_id)
-            sandboxes = await asyncio.gather(
-                first.create(sessions[0], "acme/calc", SessionOptions()),
-                second.create(sessions[1], "acme/calc", SessionOptions()),
-            )
+            yield emulator, first, second, warm, await new_sessions(system, 2)
+        finally:
+            await second.close()
+
+
+async def test_two_replicas_racing_for_one_warm_pod_never_share_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with two_replicas(database_url, tmp_path) as (emulator, first, second, warm, sessions):
+        # The same pod, as both replicas listed it: exactly one patch goes through.
+        won = await asyncio.gather(
+            first._win(warm, sessions[0], None), second._win(warm, sessions[1], None)
+        )
+        assert sum(result is not None for result in won) == 1
+        # The filler's own patch made it ready; then the two claims: one won, one refused.
+        statuses = [e["status"] for e in emulator.patches_of(NS, warm.metadata.name)]
+        assert sorted(statuses[1:]) == [200, 409], statuses
+
+
+async def test_two_replicas_creating_at_once_take_the_warm_pod_and_a_new_one(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with two_replicas(database_url, tmp_path) as (emulator, first, second, warm, sessions):
+        sandboxes = await asyncio.gather(
+            first.create(sessions[0], "acme/calc", SessionOptions()),
+            second.create(sessions[1], "acme/calc", SessionOptions()),
+        )
+        try:
             names = [s.pod_name for s in sandboxes]
             assert len(set(names)) == 2 and warm.metadata.name in names
             assert sum(s.warm for s in sandboxes) == 1
@@ -396,7 +389,6 @@ async def test_two_replicas_creating_at_once_take_the_warm_pod_and_a_new_one(
                 assert pod["metadata"]["name"] == sandbox.pod_name
         finally:
             await asyncio.gather(*(s.close() for s in sandboxes), return_exceptions=True)
-            await second.close()
 
 
 async def test_garbage_collection_removes_only_this_releases_orphans(

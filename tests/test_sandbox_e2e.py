@@ -164,6 +164,23 @@ async def test_the_sandbox_cannot_read_the_data_dir_keys_or_other_workspaces(
         assert system.runtime.engine._ctx.provider.slirp, "slirp4netns should be installed"
 
 
+async def test_a_long_data_dir_path_still_gets_sandboxes_their_own_network(
+    database_url: str, tmp_path: Path
+) -> None:
+    deep = tmp_path / ("a-data-dir-whose-path-is-longer-than-a-unix-socket-may-be-" * 2)
+    async with start_system(database_url, deep) as system:
+        socket_path = system.runtime.socket_path
+        assert socket_path is not None and len(str(socket_path)) < 100
+        assert system.runtime.engine._ctx.provider.slirp, "slirp4netns should be installed"
+        _, outputs = await run_bash(
+            system,
+            "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 5432), 2)'"
+            " && echo LEAK-PORT",
+        )
+        assert "LEAK" not in outputs[0] and "exit code 1" in outputs[0], outputs
+    assert not socket_path.parent.exists()  # its private directory went with it
+
+
 @pytest.mark.parametrize(
     ("script", "expected"),
     [

@@ -17,7 +17,7 @@ from bot.render.home import home as home_view
 from core.models import Defaults, PersonSessions, SessionSummary
 from core.secrets import SecretInfo
 from tests.engine_helpers import until
-from tests.slack_fixtures import SlackSystem, start_slack
+from tests.slack_fixtures import SlackSystem, home_shows, start_slack
 from tests.test_slack_home import repositories
 
 ALICE, BOB, CAROL = "UALICE", "UBOB", "UCAROL"  # Alice is the admin
@@ -39,20 +39,6 @@ def text_of(blocks: list[dict[str, Any]]) -> str:
 
 def home_of(system: SlackSystem, user: str) -> str:
     return text_of(system.slack.home_views[user]["blocks"])
-
-
-async def home_shows(system: SlackSystem, user: str, needle: str) -> list[dict[str, Any]]:
-    """Until the person's published Home contains `needle`; its blocks."""
-
-    def found() -> list[dict[str, Any]] | None:
-        view = system.slack.home_views.get(user)
-        return view["blocks"] if view and needle in text_of(view["blocks"]) else None
-
-    try:
-        return await until(found, what=f"{user}'s Home to show {needle!r}")
-    except AssertionError:
-        print(system.slack.dump())
-        raise
 
 
 async def open_home(system: SlackSystem, user: str, needle: str) -> list[dict[str, Any]]:

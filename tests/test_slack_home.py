@@ -20,7 +20,7 @@ from core.store import accounts as account_store
 from core.store import sessions as session_store
 from core.store.accounts import Account
 from tests.engine_helpers import until
-from tests.slack_fixtures import SlackSystem, start_slack
+from tests.slack_fixtures import SlackSystem, home_shows, start_slack
 
 ALICE, BOB = "UALICE", "UBOB"
 TEAM = "T0EMULATOR"  # the emulator's workspace
@@ -56,20 +56,6 @@ def session_lines(blocks: list[dict[str, Any]]) -> list[str]:
         for b in blocks
         if (b.get("accessory") or {}).get("action_id") == "view_session"
     ]
-
-
-async def home_shows(system: SlackSystem, user: str, needle: str) -> list[dict[str, Any]]:
-    """Until the person's published Home contains `needle`; its blocks."""
-
-    def found() -> list[dict[str, Any]] | None:
-        view = system.slack.home_views.get(user)
-        return view["blocks"] if view and needle in text_of(view["blocks"]) else None
-
-    try:
-        return await until(found, what=f"{user}'s Home to show {needle!r}")
-    except AssertionError:
-        print(system.slack.dump())
-        raise
 
 
 async def open_defaults(system: SlackSystem, user: str) -> str:
