@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from core.errors import ConfigError
 from core.sandboxes import SessionOptions
 from core.sandboxes.kubernetes import KubernetesProvider, connect
 from tests.conftest import free_port
-from tests.emulators.kubernetes import ImageSpec, KubernetesEmulator
+from tests.emulators.kubernetes import KubernetesEmulator, python_image
 from tests.engine_helpers import fast_settings, until
 from tests.gitserver import GitServer, git
 from tests.sandbox_fixtures import (
@@ -47,16 +46,8 @@ SANDBOX_IMAGE = yaml.safe_load(TEMPLATE.read_text())["spec"]["containers"][0]["i
 @contextlib.asynccontextmanager
 async def cluster(root: Path) -> AsyncIterator[KubernetesEmulator]:
     """The emulator, with the sandbox image made of this machine's Python and this source."""
-    image = ImageSpec(
-        binds=[Path(sys.base_prefix), Path(sys.prefix), ROOT],
-        env={"PATH": f"{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin"},
-    )
-    emulator = KubernetesEmulator(root, images={SANDBOX_IMAGE: image})
-    await emulator.start()
-    try:
+    async with KubernetesEmulator(root, images={SANDBOX_IMAGE: python_image()}) as emulator:
         yield emulator
-    finally:
-        await emulator.stop()
 
 
 @contextlib.asynccontextmanager
