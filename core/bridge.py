@@ -5,6 +5,7 @@ the broker to the socket. Malformed frames are refused with a reason and never r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import asyncpg
@@ -55,6 +56,8 @@ class BridgeEndpoint:
         pump = asyncio.create_task(self._pump_down(sandbox_id, ws, down))
         try:
             async for message in ws:
+                if message.type == WSMsgType.ERROR:
+                    break  # the connection broke (a sandbox killed mid-frame): it reconnects
                 if message.type != WSMsgType.TEXT:
                     await self._refuse(ws, "frames are JSON text")
                     continue
@@ -81,7 +84,8 @@ class BridgeEndpoint:
 
     @staticmethod
     async def _refuse(ws: web.WebSocketResponse, reason: str) -> None:
-        await ws.send_str(Refused(reason=reason).model_dump_json())
+        with contextlib.suppress(ConnectionError):  # it hung up first: nobody left to tell
+            await ws.send_str(Refused(reason=reason).model_dump_json())
 
     async def _pump_down(
         self, sandbox_id: str, ws: web.WebSocketResponse, subscription: Subscription
