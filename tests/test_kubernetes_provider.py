@@ -51,13 +51,16 @@ async def cluster(root: Path) -> AsyncIterator[KubernetesEmulator]:
 
 
 @contextlib.asynccontextmanager
-async def kube_system(
-    database_url: str, tmp_path: Path, emulator: KubernetesEmulator, **overrides: Any
-) -> AsyncIterator[tuple[System, GitServer]]:
+async def deployment(
+    database_url: str, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[tuple[KubernetesEmulator, System, GitServer]]:
     """The engine on the kubernetes provider, its repository served over authenticated HTTP
     (pods have no mirror to borrow from), the engine reachable on a port chosen up front."""
     port = free_port()
-    async with GitServer(tmp_path / "served", read_tokens={"rtok"}, write_tokens={"wtok"}) as git_:
+    async with (
+        cluster(tmp_path / "cluster") as emulator,
+        GitServer(tmp_path / "served", read_tokens={"rtok"}, write_tokens={"wtok"}) as git_,
+    ):
         calc_repo(tmp_path / "served")
         url = git_.url("calc").replace("://", "://reader:rtok@", 1)
         values: dict[str, Any] = dict(
@@ -72,7 +75,7 @@ async def kube_system(
         )
         values.update(overrides)
         async with start_system(database_url, tmp_path, **values) as system:
-            yield system, git_
+            yield emulator, system, git_
 
 
 def thread() -> str:
@@ -104,10 +107,7 @@ def strings(value: Any) -> list[str]:
 
 
 async def test_a_session_runs_end_to_end_in_a_pod(own_database_url: str, tmp_path: Path) -> None:
-    async with (
-        cluster(tmp_path / "cluster") as emulator,
-        kube_system(own_database_url, tmp_path, emulator) as (system, served),
-    ):
+    async with deployment(own_database_url, tmp_path) as (emulator, system, served):
         await system.engine.secrets.set("NPM_TOKEN", NPM_TOKEN, "acme/calc", by="cli:ops")
         system.llm.script = [
             *fixing_script()[:-1],
@@ -214,10 +214,7 @@ def assert_role_grants_what_was_used(emulator: KubernetesEmulator) -> None:
 async def test_a_hibernated_session_resumes_in_a_new_pod_with_its_workspace(
     database_url: str, tmp_path: Path
 ) -> None:
-    async with (
-        cluster(tmp_path / "cluster") as emulator,
-        kube_system(database_url, tmp_path, emulator, idle_seconds=1.5) as (system, _),
-    ):
+    async with deployment(database_url, tmp_path, idle_seconds=1.5) as (emulator, system, _):
         key = thread()
         system.llm.script = bash_script("echo kept-between-pods > notes.txt")
         first = await system.prompt("write a note", key)
@@ -278,10 +275,7 @@ async def new_sessions(system: System, count: int) -> list[str]:
 async def test_an_oom_killed_pod_fails_its_prompt_with_that_reason(
     database_url: str, tmp_path: Path
 ) -> None:
-    async with (
-        cluster(tmp_path / "cluster") as emulator,
-        kube_system(database_url, tmp_path, emulator) as (system, _),
-    ):
+    async with deployment(database_url, tmp_path) as (emulator, system, _):
         key = thread()
         system.llm.script = bash_script("sleep 60")
         receipt = await system.prompt("use a lot of memory", key)
@@ -302,10 +296,7 @@ async def test_an_oom_killed_pod_fails_its_prompt_with_that_reason(
 async def test_a_pod_deleted_from_outside_fails_its_prompt_at_once_and_keeps_the_work(
     database_url: str, tmp_path: Path
 ) -> None:
-    async with (
-        cluster(tmp_path / "cluster") as emulator,
-        kube_system(database_url, tmp_path, emulator) as (system, _),
-    ):
+    async with deployment(database_url, tmp_path) as (emulator, system, _):
         key = thread()
         system.llm.script = bash_script("echo before > kept.txt && sleep 60")
         receipt = await system.prompt("work slowly", key)
@@ -333,10 +324,7 @@ async def test_a_pod_deleted_from_outside_fails_its_prompt_at_once_and_keeps_the
 async def two_replicas(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Any, ...]]:
     """Two replicas' providers over one cluster whose warm pool holds one ready pod, and two
     sessions: (emulator, first, second, the warm pod, the sessions)."""
-    async with (
-        cluster(tmp_path / "cluster") as emulator,
-        kube_system(database_url, tmp_path, emulator, warm_pool=1) as (system, _),
-    ):
+    async with deployment(database_url, tmp_path, warm_pool=1) as (emulator, system, _):
         first = provider_of(system)
         (warm,) = await until(lambda: first.pool_pods("ready"), timeout=60, what="a warm pod")
         runtime_ = system.runtime
@@ -385,10 +373,7 @@ async def test_two_replicas_creating_at_once_take_the_warm_pod_and_a_new_one(
 async def test_garbage_collection_removes_only_this_releases_orphans(
     database_url: str, tmp_path: Path
 ) -> None:
-    async with (
-        cluster(tmp_path / "cluster") as emulator,
-        kube_system(database_url, tmp_path, emulator) as (system, _),
-    ):
+    async with deployment(database_url, tmp_path) as (emulator, system, _):
         key = thread()
         system.llm.script = bash_script("true")
         live = await system.prompt("stay", key)

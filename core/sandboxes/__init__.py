@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from core.config import Settings
+from core.errors import SandboxRefused
 from core.models import Author
 
 if TYPE_CHECKING:
@@ -86,3 +88,15 @@ async def secrets_for(store: SecretStore | None, repository: str | None) -> dict
     if store is None or not store.usable:
         return {}
     return await store.values_for(repository)
+
+
+def clone_url(settings: Settings, repository: str | None) -> str | None:
+    """Where a sandbox of `repository` clones from (None: no repository); SandboxRefused for
+    one this deployment does not have."""
+    url = settings.repository_url(repository) if repository else None
+    if repository and url is None:
+        raise SandboxRefused(
+            f"The repository {repository} is not configured: add it to "
+            "OPEN_INSPECT_REPOSITORIES as owner/name=clone-url, or install the GitHub App on it."
+        )
+    return url

@@ -30,9 +30,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from core.broker import Broker
 from core.config import Settings
-from core.errors import ConfigError, SandboxFailed, SandboxRefused
+from core.errors import ConfigError, SandboxFailed
 from core.protocol import Shutdown
-from core.sandboxes import SessionOptions, secrets_for
+from core.sandboxes import SessionOptions, clone_url, secrets_for
 from core.sandboxes.bridged import BridgedSandbox
 from core.sandboxes.local import strip_userinfo
 from core.sandboxes.pods import (
@@ -185,13 +185,7 @@ class KubernetesProvider:
     async def create(
         self, session_id: str, repository: str | None, options: SessionOptions
     ) -> KubernetesSandbox:
-        url = self.settings.repository_url(repository) if repository else None
-        if repository and url is None:
-            raise SandboxRefused(
-                f"The repository {repository} is not configured: add it to "
-                "OPEN_INSPECT_REPOSITORIES as owner/name=clone-url, or install the GitHub App "
-                "on it."
-            )
+        url = clone_url(self.settings, repository)
         owner = await self._pool.fetchval(
             "SELECT created_by FROM sessions WHERE id = $1", session_id
         )

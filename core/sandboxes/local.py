@@ -35,7 +35,7 @@ from core.github.app import GitHubApp
 from core.protocol import (
     Shutdown,
 )
-from core.sandboxes import AgentEvent, SessionOptions, secrets_for
+from core.sandboxes import AgentEvent, SessionOptions, clone_url, secrets_for
 from core.sandboxes.bridged import BridgedSandbox
 from core.sandboxes.mirrors import Mirrors
 from core.sandboxes.opencode import OpenCodeInstall
@@ -133,13 +133,7 @@ class LocalProvider:
     async def create(
         self, session_id: str, repository: str | None, options: SessionOptions
     ) -> LocalSandbox:
-        url = self.settings.repository_url(repository) if repository else None
-        if repository and url is None:
-            raise SandboxRefused(
-                f"The repository {repository} is not configured: add it to "
-                "OPEN_INSPECT_REPOSITORIES as owner/name=clone-url, or install the GitHub App "
-                "on it."
-            )
+        url = clone_url(self.settings, repository)
         # A resumed workspace has its history and just fetches; a new one borrows the
         # mirror's objects instead of downloading them all.
         reference = None
