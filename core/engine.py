@@ -223,8 +223,12 @@ class Engine:
             )
             await session_store.remember_user(conn, author)
             await session_store.add_participant(conn, session_id, author.id)
+            # A secret pasted into a prompt is stored, shown and given to the model as its name.
+            redactor = await self.secrets.redactor(
+                await conn.fetchval("SELECT repository FROM sessions WHERE id = $1", session_id)
+            )
             prompt, created = await prompt_store.insert(
-                conn, session_id, source_key, author, text, context or {}
+                conn, session_id, source_key, author, redactor.redact(text), context or {}
             )
             if started:
                 details = {"repository": repository, "thread": thread_key}

@@ -19,6 +19,7 @@ from core.cli import main
 from core.crypto import Keyring, generate_key
 from core.engine import Engine
 from core.errors import BadInput, ConfigError, CryptoError
+from core.models import Author
 from core.secrets import SecretStore, sandbox_stdin_line
 from core.store import accounts as account_store
 from core.store.accounts import Account
@@ -192,6 +193,31 @@ async def test_an_engine_with_the_wrong_key_or_none_refuses_to_start_saying_why(
     right = engine_on(pool, key)
     await right.start()
     await right.close()
+
+
+async def test_a_secret_pasted_into_a_prompt_is_stored_as_its_name(
+    store: SecretStore, pool: asyncpg.Pool, key: str
+) -> None:
+    await store.set("NPM_TOKEN", VALUE, "acme/web", by="cli:tester")
+    engine = engine_on(pool, key)
+    await engine.start()
+    try:
+        author = Author("slack:T1:UCAROL", "Carol")
+        pasted = f"use {VALUE} and ghp_{'a1B2' * 9} to publish"
+        first = await engine.submit_prompt(
+            "t:1", "t", author, pasted, repository="acme/web", context={}
+        )
+        follow_up = await engine.submit_prompt("t:2", "t", author, f"again with {VALUE}")
+        texts = [
+            await pool.fetchval("SELECT text FROM prompts WHERE id = $1", receipt.prompt_id)
+            for receipt in (first, follow_up)
+        ]
+    finally:
+        await engine.close()
+    assert texts == [
+        "use [REDACTED:NPM_TOKEN] and [REDACTED] to publish",
+        "again with [REDACTED:NPM_TOKEN]",
+    ]
 
 
 async def test_open_inspect_up_with_the_wrong_key_prints_one_line_and_exits_2(
