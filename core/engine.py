@@ -217,18 +217,18 @@ class Engine:
         existing = await prompt_store.by_source_key(self._pool, source_key)
         if existing is not None:
             return await self._receipt(existing, created=False)
+        # A secret pasted into a prompt is stored, shown and given to the model as its name.
+        # (Read before the transaction: inside it, a second connection could starve the pool.)
+        redactor = await self.secrets.redactor(await self._repository_of(thread_key, repository))
+        text = redactor.redact(text)
         async with self._pool.acquire() as conn, conn.transaction():
             session_id, started = await session_store.find_or_create(
                 conn, thread_key, repository, author, model, branch
             )
             await session_store.remember_user(conn, author)
             await session_store.add_participant(conn, session_id, author.id)
-            # A secret pasted into a prompt is stored, shown and given to the model as its name.
-            redactor = await self.secrets.redactor(
-                await conn.fetchval("SELECT repository FROM sessions WHERE id = $1", session_id)
-            )
             prompt, created = await prompt_store.insert(
-                conn, session_id, source_key, author, redactor.redact(text), context or {}
+                conn, session_id, source_key, author, text, context or {}
             )
             if started:
                 details = {"repository": repository, "thread": thread_key}
@@ -239,6 +239,15 @@ class Engine:
         if created:
             await self._deliver(session_id, {"kind": "wake"})
         return await self._receipt(prompt, created)
+
+    async def _repository_of(self, thread_key: str, asked: str | None) -> str | None:
+        """The repository of the thread's session, or the one asked for a new session."""
+        session_id = await session_store.by_thread(self._pool, thread_key)
+        if session_id is None:
+            return asked
+        return await self._pool.fetchval(
+            "SELECT repository FROM sessions WHERE id = $1", session_id
+        )
 
     async def stop(self, session_id: str, by: str) -> None:
         """Stop the running prompt and cancel the queue; the session stays open."""

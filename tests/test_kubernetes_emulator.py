@@ -21,6 +21,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.emulators import from_command_line
 from tests.emulators.kubernetes import ImageSpec, KubernetesEmulator, python_image
+from tests.engine_helpers import until
 
 NS = "sandboxes"
 SHELL = "example.com/shell:1"  # an image holding nothing beyond the host's /usr: sh and coreutils
@@ -457,6 +458,8 @@ async def test_deleting_a_pod_terms_its_process_then_removes_it(cluster: Cluster
         },
     )
     since = events[-1]["object"].metadata.resource_version
+    # Running means started, not that the shell has set its trap yet ("up" comes after it).
+    await until(lambda: "up" in cluster.emulator.log(NS, name), what="the trap to be set")
     deleting = await core.delete_namespaced_pod(name, NS, grace_period_seconds=20)
     assert deleting.metadata.deletion_timestamp is not None
     assert deleting.metadata.deletion_grace_period_seconds == 20

@@ -86,7 +86,9 @@ async def test_a_silent_sandbox_is_declared_dead_after_the_heartbeat_window(
         system.llm.script = bash_script("sleep 600.9")
         receipt = await system.prompt("wait", thread())
         await system.finish(receipt.prompt_id, "running")
-        await until(partial(tool_started, system, receipt.session_id), what="the command")
+        await until(
+            partial(tool_started, system, receipt.session_id), timeout=30, what="the command"
+        )
         sandbox = system.engine._actors[receipt.session_id]._sandbox
         frozen = signal_tree(sandbox._proc.pid, signal.SIGSTOP)
         try:
