@@ -82,7 +82,9 @@ def keyword_rules(settings: dict[str, Any]) -> list[list[str]]:
 async def set_keyword_rule(engine: Engine, keyword: str, repository: str | None, by: str) -> None:
     """Route `keyword` to `repository` (replacing its rule), or with None remove its rule."""
     keyword = keyword.lower()
-    rules = [r for r in await engine.setting(KEYWORD_RULES) or [] if r[0] != keyword]
-    if repository is not None:
-        rules.append([keyword, repository])
-    await engine.set_setting(KEYWORD_RULES, rules or None, by)
+
+    def change(rules: list[Any] | None) -> list[Any] | None:
+        kept = [r for r in rules or [] if r[0] != keyword]
+        return [*kept, [keyword, repository]] if repository is not None else kept or None
+
+    await engine.update_setting(KEYWORD_RULES, change, by)

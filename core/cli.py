@@ -279,7 +279,7 @@ async def link_command(settings: Settings, action: str, session_id: str, days: f
 
 async def settings_command(settings: Settings, action: str, key: str, repository: str) -> int:
     """Channel defaults and keyword rules for choosing a request's repository."""
-    from bot.repositories import KEYWORD_RULES, channel_default_key
+    from bot.repositories import channel_default_key, set_keyword_rule
 
     by = f"cli:{getpass.getuser()}"
     clear = repository == "-"
@@ -293,10 +293,7 @@ async def settings_command(settings: Settings, action: str, key: str, repository
         if action == "channel-default":
             await engine.set_setting(channel_default_key(key), None if clear else repository, by)
         elif action == "keyword":
-            rules = [r for r in await engine.setting(KEYWORD_RULES) or [] if r[0] != key.lower()]
-            if not clear:
-                rules.append([key.lower(), repository])
-            await engine.set_setting(KEYWORD_RULES, rules or None, by)
+            await set_keyword_rule(engine, key, None if clear else repository, by)
         for name, value in (await engine.settings_all()).items():
             print(f"{name} = {json.dumps(value)}")
     return 0

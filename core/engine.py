@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -445,7 +445,15 @@ class Engine:
 
     async def set_setting(self, name: str, value: Any, by: str) -> None:
         """Set (or with None, remove) a run-time setting."""
+        await self.update_setting(name, lambda _: value, by)
+
+    async def update_setting(self, name: str, change: Callable[[Any], Any], by: str) -> Any:
+        """Set a run-time setting to `change(its current value)` (None removes it), one change
+        to a setting at a time: two admins adding a rule at once both keep theirs."""
         async with self._pool.acquire() as conn, conn.transaction():
+            # A lock on the name, since there may be no row yet to lock.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"setting:{name}")
+            value = change(await settings_store.get(conn, name))
             if value is None:
                 await settings_store.delete(conn, name)
                 await audit.record(conn, by, "setting.delete", name)
@@ -453,6 +461,7 @@ class Engine:
                 await settings_store.put(conn, name, value, by)
                 await audit.record(conn, by, "setting.set", name)
         log.info("setting %s changed by %s", name, by)
+        return value
 
     # ----- the audit log ---------------------------------------------------------------------
 

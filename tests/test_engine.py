@@ -440,3 +440,16 @@ async def test_a_stop_while_the_sandbox_starts_stops_the_prompt_before_it_runs(
     finally:
         await engine.close()
         await broker.close()
+
+
+async def test_rules_added_at_once_are_all_kept(engine: Engine) -> None:
+    from bot.repositories import KEYWORD_RULES, set_keyword_rule
+
+    await engine.set_setting(KEYWORD_RULES, None, by="test")
+    await asyncio.gather(
+        *(set_keyword_rule(engine, f"word{n}", "acme/calc", f"admin{n}") for n in range(10))
+    )
+    rules = await engine.setting(KEYWORD_RULES)
+    assert sorted(keyword for keyword, _ in rules) == sorted(f"word{n}" for n in range(10))
+    await set_keyword_rule(engine, "WORD3", None, "admin")
+    assert "word3" not in {keyword for keyword, _ in await engine.setting(KEYWORD_RULES)}
