@@ -532,6 +532,10 @@ class KubernetesProvider:
             await sandbox_store.revoke(self._pool, sandbox_id)
             deleted["pods"].append(pod.metadata.name)
 
+        # Sessions with a pod that stays: their claims are in use (from the one pod listing).
+        kept_sessions = {
+            p.metadata.labels.get(SESSION) for p in pods if p.metadata.labels.get(SANDBOX) in kept
+        }
         secrets = await self.core.list_namespaced_secret(self.namespace, label_selector=selector)
         for secret in secrets.items:
             if old(secret) and secret.metadata.labels.get(SANDBOX) not in kept:
@@ -556,18 +560,13 @@ class KubernetesProvider:
             in_use = claim.metadata.labels.get(SANDBOX) in kept
             if not old(claim) or in_use or (session in current):
                 continue
-            if session is not None and await self._session_has_pod(session, kept):
+            if session is not None and session in kept_sessions:
                 continue
             await self._delete("persistent_volume_claim", claim.metadata.name)
             deleted["claims"].append(claim.metadata.name)
         if any(deleted.values()):
             log.info("sandbox garbage collection deleted %s", json.dumps(deleted))
         return deleted
-
-    async def _session_has_pod(self, session_id: str, kept: set[str]) -> bool:
-        selector = f"{self.release_selector},{SESSION}={session_id}"
-        pods = await self.core.list_namespaced_pod(self.namespace, label_selector=selector)
-        return any(p.metadata.labels.get(SANDBOX) in kept for p in pods.items)
 
 
 class KubernetesSandbox(BridgedSandbox):
